@@ -1,0 +1,1 @@
+"""Adapter registry: validation, aliases, hot-swap on the engine."""

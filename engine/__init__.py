@@ -1,0 +1,1 @@
+"""The base model and the vLLM engine process: build the default checkpoint, start and supervise vLLM."""

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval, generation, grounding, forgetting; gates; benchmarks."""

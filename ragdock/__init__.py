@@ -1,0 +1,1 @@
+"""ragdock: one CLI and the shared pieces of the platform."""

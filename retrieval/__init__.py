@@ -1,0 +1,1 @@
+"""Hybrid retrieval over Qdrant: chunking, dense + sparse encoders, fused search."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: auth, routing to the engine, streaming relay, errors."""

@@ -1,0 +1,83 @@
+"""Builds the gateway application from explicit settings: nothing is created at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from server import health
+from server.auth import KeyRing
+from server.engine_client import EngineClient
+from server.errors import install_error_handlers
+from server.model_catalog import ModelCatalog
+from server.openai_api import router as openai_router
+from server.openai_api.serving import CompletionService
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_engine_client(settings: Settings) -> EngineClient:
+    api_key = settings.engine_api_key.get_secret_value() if settings.engine_api_key else None
+    return EngineClient(
+        settings.engine_base_url(),
+        connect_timeout_s=settings.engine_connect_timeout_s,
+        read_timeout_s=settings.engine_read_timeout_s,
+        max_connections=settings.engine_max_connections,
+        retry_after_s=settings.retry_after_s,
+        api_key=api_key,
+    )
+
+
+def build_app(settings: Settings, *, engine: EngineClient | None = None) -> FastAPI:
+    """Create the gateway.
+
+    Args:
+        settings: the process's settings.
+        engine: the engine client to use; built from settings when omitted.
+
+    Returns:
+        The FastAPI application; its lifespan closes the engine client.
+    """
+    engine_client = engine or build_engine_client(settings)
+    # For an engine ragdock starts, the base is served under the alias itself; an external
+    # engine's name is discovered on first use unless configured.
+    engine_name = settings.engine_model or (
+        None if settings.engine_url else settings.served_model_name
+    )
+    catalog = ModelCatalog(
+        alias=settings.served_model_name,
+        engine_name=engine_name,
+        root=settings.model,
+        max_model_len=settings.engine_max_model_len,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not settings.auth_enabled:
+            log.warning(
+                "NO API KEYS CONFIGURED: every request is accepted, so the gateway listens on "
+                "127.0.0.1 only. Set RAGDOCK_API_KEYS to serve other hosts."
+            )
+        yield
+        await engine_client.aclose()
+
+    app = FastAPI(
+        title="ragdock gateway",
+        version="0.1.0",
+        summary="OpenAI-compatible gateway over vLLM with retrieval and LoRA adapters",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine_client
+    app.state.catalog = catalog
+    app.state.keyring = KeyRing(settings.api_keys)
+    app.state.completion_service = CompletionService(engine_client, catalog)
+
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(openai_router.router)
+    return app

@@ -1,0 +1,144 @@
+"""Typed gateway errors and the one mapping from any exception to OpenAI's error JSON.
+
+Every error a client sees has the shape `{"error": {"message", "type", "param", "code"}}` that the
+openai SDK turns into its exception classes (BadRequestError, AuthenticationError, NotFoundError...).
+Handlers are registered once, in `build_app`, through `install_error_handlers`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    status_code = 500
+    error_type = "server_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+        self.headers = headers or {}
+
+
+class InvalidRequestError(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(GatewayError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFoundError(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
+class ModelNotFoundError(NotFoundError):
+    default_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist; GET /v1/models lists the served models",
+            param="model",
+        )
+
+
+class EngineUnavailableError(GatewayError):
+    """The engine refused the connection, dropped it, or did not answer in time."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "engine_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
+
+
+def error_body(
+    message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(exc: GatewayError) -> JSONResponse:
+    body = error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def sse_error_event(exc: GatewayError) -> bytes:
+    """An error as one SSE event: the openai SDK raises APIError when a chunk carries `error`."""
+    body = error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    problems = []
+    first_param: str | None = None
+    for err in exc.errors():
+        # FastAPI prefixes locations with "body"; clients know the field path only.
+        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+        param = ".".join(loc) or None
+        first_param = first_param or param
+        problems.append(f"{param}: {err.get('msg')}" if param else str(err.get("msg")))
+    return "Invalid request: " + "; ".join(problems), first_param
+
+
+async def _handle_gateway_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    message, param = _describe_validation(exc)
+    return error_response(InvalidRequestError(message, param=param))
+
+
+async def _handle_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    body = error_body(str(exc.detail), error_type)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # The traceback goes to the log, never to the client.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = error_body("The server had an internal error; see the gateway log", "server_error")
+    return JSONResponse(body, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(GatewayError, _handle_gateway_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_error)
+    app.add_exception_handler(Exception, _handle_unexpected)

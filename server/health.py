@@ -1,0 +1,31 @@
+"""Liveness and readiness probes (no auth: orchestrators call them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from server.engine_client import EngineClient
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The gateway process is up (whatever the engine's state)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Ready only when the engine answers its health check: a load balancer sends no traffic
+    to a gateway whose engine is down."""
+    engine: EngineClient = request.app.state.engine
+    if await engine.is_healthy():
+        return JSONResponse({"status": "ready", "engine": "up"})
+    retry_after = str(request.app.state.settings.retry_after_s)
+    return JSONResponse(
+        {"status": "not_ready", "engine": "down"},
+        status_code=503,
+        headers={"Retry-After": retry_after},
+    )

@@ -1,0 +1,79 @@
+"""Request and response models with OpenAI's field names and order.
+
+Only the fields the gateway must understand, or must reject when malformed, are typed; anything else
+(vLLM's sampling extras such as `top_k`, `min_p`, `chat_template_kwargs`) passes through untouched,
+so the gateway never narrows what the engine accepts. Strict types: a string where OpenAI expects a
+number is a 400 here too, not a silent coercion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+Number = StrictFloat | StrictInt
+
+
+class _PassThrough(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatMessage(_PassThrough):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[dict[str, Any]] | None = None
+    name: StrictStr | None = None
+
+
+class StreamOptions(_PassThrough):
+    include_usage: StrictBool | None = None
+
+
+class _SamplingFields(_PassThrough):
+    """Fields shared by chat and text completions."""
+
+    model: StrictStr = Field(min_length=1)
+    frequency_penalty: Number | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Number] | None = None
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    n: StrictInt | None = Field(None, ge=1, le=16)
+    presence_penalty: Number | None = Field(None, ge=-2, le=2)
+    seed: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: Number | None = Field(None, ge=0, le=2)
+    top_p: Number | None = Field(None, ge=0, le=1)
+    user: StrictStr | None = None
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: StrictStr | dict[str, Any] | None = None
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    echo: StrictBool | None = None
+    logprobs: StrictInt | None = Field(None, ge=0, le=5)
+    suffix: StrictStr | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ragdock"
+    root: str | None = None
+    parent: str | None = None
+    max_model_len: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

