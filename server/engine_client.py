@@ -1,7 +1,7 @@
 """HTTP client for the vLLM engine: pooled connections, bounded waits, errors the gateway can map.
 
-The gateway relays the engine's bytes rather than parsing and re-serializing them: on a 2-core machine
-every cycle spent per streamed chunk in the gateway is a cycle the engine does not get.
+The gateway relays the engine's bytes rather than parsing and re-serializing them: on a 2-core
+machine every cycle spent per streamed chunk in the gateway is a cycle the engine does not get.
 """
 
 from __future__ import annotations

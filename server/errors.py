@@ -1,7 +1,7 @@
 """Typed gateway errors and the one mapping from any exception to OpenAI's error JSON.
 
 Every error a client sees has the shape `{"error": {"message", "type", "param", "code"}}` that the
-openai SDK turns into its exception classes (BadRequestError, AuthenticationError, NotFoundError...).
+openai SDK turns into its exception classes (BadRequestError, AuthenticationError, ...).
 Handlers are registered once, in `build_app`, through `install_error_handlers`.
 """
 
@@ -104,6 +104,9 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     problems = []
     first_param: str | None = None
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "")
+            return f"The request body is not valid JSON ({detail})", None
         # FastAPI prefixes locations with "body"; clients know the field path only.
         loc = [str(part) for part in err.get("loc", ()) if part != "body"]
         param = ".".join(loc) or None

@@ -35,7 +35,9 @@ class CompletionService:
     async def complete(self, request: CompletionRequest) -> Response:
         return await self._forward(COMPLETIONS_PATH, request)
 
-    async def _forward(self, path: str, request: ChatCompletionRequest | CompletionRequest) -> Response:
+    async def _forward(
+        self, path: str, request: ChatCompletionRequest | CompletionRequest
+    ) -> Response:
         payload = request.model_dump(exclude_unset=True)
         payload["model"] = await self._catalog.engine_model_for(request.model, self._engine)
         body = json.dumps(payload).encode()
@@ -63,14 +65,21 @@ class CompletionService:
 
 
 def _engine_error(status_code: int, content: bytes) -> Response:
-    """Relay an engine error, making sure it has OpenAI's shape whatever the engine sent."""
+    """Relay an engine error in OpenAI's shape: vLLM's own has the exception class as `type` and
+    the status as `code`, which OpenAI clients do not expect."""
+    error_type = "invalid_request_error" if status_code < 500 else "server_error"
     try:
         parsed = json.loads(content)
     except ValueError:
         parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-        return Response(content, status_code=status_code, media_type="application/json")
-    message = content.decode(errors="replace").strip()[:500] or f"engine error {status_code}"
-    error_type = "invalid_request_error" if status_code < 500 else "server_error"
-    body = json.dumps(error_body(f"Engine error: {message}", error_type)).encode()
-    return Response(body, status_code=status_code, media_type="application/json")
+    upstream = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(upstream, dict):
+        message = str(upstream.get("message") or f"engine error {status_code}")
+        param = upstream.get("param")
+        body = error_body(message, error_type, param=param if isinstance(param, str) else None)
+    else:
+        text = content.decode(errors="replace").strip()[:500] or f"engine error {status_code}"
+        body = error_body(f"Engine error: {text}", error_type)
+    return Response(
+        json.dumps(body).encode(), status_code=status_code, media_type="application/json"
+    )

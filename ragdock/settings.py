@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     )
     engine_max_connections: int = Field(512, ge=1)
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 responses.")
+    access_log: bool = Field(False, description="Log every request (costs CPU on the hot path).")
+    shutdown_grace_s: float = Field(30.0, gt=0, description="Time in-flight streams get to finish.")
     log_level: str = "info"
 
     @field_validator("api_keys", mode="before")
@@ -150,7 +152,9 @@ class Settings(BaseSettings):
             FileNotFoundError: the YAML file does not exist.
             pydantic.ValidationError: a value is invalid (the message names the field).
         """
-        path = config_file or (Path(os.environ["RAGDOCK_CONFIG"]) if "RAGDOCK_CONFIG" in os.environ else None)
+        path = config_file or (
+            Path(os.environ["RAGDOCK_CONFIG"]) if "RAGDOCK_CONFIG" in os.environ else None
+        )
         settings_cls: type[Settings] = cls
         if path is not None:
             if not path.is_file():

@@ -1,0 +1,27 @@
+"""The `ragdock` command: one entry point that dispatches to each package's commands."""
+
+from __future__ import annotations
+
+import typer
+
+from engine.cli import engine_app, model_app
+from server.cli import serve, up
+
+app = typer.Typer(
+    help="ragdock: RAG + LoRA adapters on vLLM behind an OpenAI-compatible gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.command(help="Build the model if needed, start vLLM and the gateway (Ctrl-C stops both).")(up)
+app.command(help="Run the gateway only, against a running engine (--engine-url).")(serve)
+app.add_typer(model_app, name="model")
+app.add_typer(engine_app, name="engine")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotent) and runs the whole suite: lint, types, tests.
+# The end-to-end tests start the real vLLM engine with the real Gemma 3 270M (built on first run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --dev
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+echo "== ruff"; .venv/bin/ruff check .
+echo "== ruff format"; .venv/bin/ruff format --check .
+echo "== mypy (strict on server/, engine/, ragdock/)"; .venv/bin/mypy server engine ragdock
+echo "== pytest"; .venv/bin/python -m pytest "$@"

@@ -1,0 +1,163 @@
+"""`ragdock up` (engine + gateway) and `ragdock serve` (gateway only, against an engine URL)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import httpx
+import typer
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from engine.cli import engine_spec, wait_with_progress
+from engine.launcher import EngineProcess, EngineStartError
+from engine.model_build import ModelBuildError, resolve_model_dir
+from ragdock.settings import Settings
+from server.app import build_app
+
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (or RAGDOCK_CONFIG).")
+]
+EngineUrlOption = Annotated[
+    str | None,
+    typer.Option(help="Use this running vLLM (e.g. a GPU server) instead of starting one."),
+]
+PortOption = Annotated[int | None, typer.Option(help="Gateway port (RAGDOCK_PORT).")]
+HostOption = Annotated[str | None, typer.Option(help="Gateway bind address (RAGDOCK_HOST).")]
+
+
+def up(
+    config: ConfigOption = None,
+    engine_url: EngineUrlOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Build the model if needed, start vLLM, serve the gateway; Ctrl-C stops both."""
+    settings = _load(config, engine_url=engine_url, host=host, port=port)
+    engine: EngineProcess | None = None
+    try:
+        if settings.engine_url is None:
+            model_dir = resolve_model_dir(
+                settings.model, settings.home, step=lambda m: console.print(f"  model: {m}")
+            )
+            engine = EngineProcess(engine_spec(settings, model_dir))
+            engine.start()
+            wait_with_progress(engine, settings.engine_startup_timeout_s, console)
+        _run_gateway(settings, demo=True)
+    except (ModelBuildError, EngineStartError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    finally:
+        if engine is not None:
+            console.print("stopping the engine")
+            engine.stop()
+
+
+def serve(
+    config: ConfigOption = None,
+    engine_url: EngineUrlOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Serve the gateway only, in front of an engine that is already running."""
+    settings = _load(config, engine_url=engine_url, host=host, port=port)
+    _run_gateway(settings, demo=False)
+
+
+def _load(config: Path | None, **overrides: object) -> Settings:
+    settings = Settings.load(config, **overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    console.print(Panel("\n".join(settings.describe()), title="ragdock settings", expand=False))
+    return settings
+
+
+def _run_gateway(settings: Settings, *, demo: bool) -> None:
+    if not settings.auth_enabled and settings.host != settings.bind_host:
+        console.print(
+            f"[bold red]No API keys are configured: ignoring host={settings.host} and binding "
+            "127.0.0.1 only. Set RAGDOCK_API_KEYS to serve other hosts.[/]"
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(settings),
+            host=settings.bind_host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        )
+    )
+    announcer = threading.Thread(target=_announce, args=(server, settings, demo), daemon=True)
+    announcer.start()
+    # uvicorn drains in-flight requests on SIGINT/SIGTERM, then re-raises the signal it caught.
+    # Turning both into KeyboardInterrupt lets the caller's cleanup (stopping the engine) run.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _announce(server: uvicorn.Server, settings: Settings, demo: bool) -> None:
+    """Once the gateway listens: print how to call it, and (for `up`) one real answer."""
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.1)
+    base = f"http://{settings.bind_host}:{settings.port}"
+    key = "$RAGDOCK_API_KEY" if settings.auth_enabled else "none"
+    model = settings.served_model_name
+    curl = (
+        f"curl {base}/v1/chat/completions -H 'Content-Type: application/json' "
+        f'-H "Authorization: Bearer {key}" \\\n  -d \''
+        + json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+        + "'"
+    )
+    python = (
+        "from openai import OpenAI\n"
+        f'client = OpenAI(base_url="{base}/v1", api_key="{key}")\n'
+        f'out = client.completions.create(model="{model}", prompt="The capital of France is", '
+        "max_tokens=24, temperature=0)\n"
+        "print(out.choices[0].text)"
+    )
+    console.print(
+        Panel(
+            f"[bold]ragdock gateway[/] listening on [cyan]{base}[/] "
+            f"(OpenAI API under {base}/v1, engine {settings.engine_base_url()})\n\n"
+            f"[bold]curl[/]\n{curl}\n\n[bold]Python (openai)[/]\n{python}\n\n"
+            "Ctrl-C stops everything.",
+            title="ready",
+            expand=False,
+        )
+    )
+    if demo and not settings.auth_enabled:
+        _demo_answer(base, model)
+
+
+def _demo_answer(base: str, model: str) -> None:
+    prompt = "The capital of France is"
+    try:
+        reply = httpx.post(
+            f"{base}/v1/completions",
+            json={"model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0},
+            timeout=60,
+        )
+        text = reply.json()["choices"][0]["text"]
+        console.print(f"[bold]first answer through the gateway[/]: {prompt}[green]{text}[/]")
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        console.print(f"[yellow]demo request failed: {exc}[/]")

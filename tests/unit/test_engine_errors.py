@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+
+from server.openai_api.serving import _engine_error
+
+
+def test_vllm_error_is_rewritten_in_openai_shape() -> None:
+    vllm_body = {
+        "error": {
+            "message": "max_tokens too big",
+            "type": "BadRequestError",
+            "param": "max_tokens",
+            "code": 400,
+        }
+    }
+    reply = _engine_error(400, json.dumps(vllm_body).encode())
+    assert reply.status_code == 400
+    assert json.loads(reply.body) == {
+        "error": {
+            "message": "max_tokens too big",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": None,
+        }
+    }
+
+
+def test_non_json_engine_error_is_wrapped() -> None:
+    reply = _engine_error(502, b"<html>bad gateway</html>")
+    error = json.loads(reply.body)["error"]
+    assert reply.status_code == 502
+    assert error["type"] == "server_error"
+    assert "bad gateway" in error["message"]

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from engine.launcher import EngineLaunchSpec, EngineProcess, EngineStartError
+
+
+def _spec(tmp_path: Path, port: int = 8100) -> EngineLaunchSpec:
+    return EngineLaunchSpec(
+        model_dir=Path("/models/gemma"),
+        served_model_name="gemma",
+        log_file=tmp_path / "engine.log",
+        port=port,
+        extra_args=("--enforce-eager",),
+    )
+
+
+def test_command_enables_lora_and_uses_the_module_entry_point(tmp_path: Path) -> None:
+    command = _spec(tmp_path).command(python="py")
+    assert command[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+    joined = " ".join(command)
+    for flag in (
+        "--model /models/gemma",
+        "--served-model-name gemma",
+        "--enable-lora",
+        "--max-lora-rank 16",
+        "--max-loras 4",
+        "--max-model-len 2048",
+        "--port 8100",
+    ):
+        assert flag in joined
+    assert command[-1] == "--enforce-eager"
+
+
+def test_environment_turns_on_runtime_lora_and_keeps_user_overrides(tmp_path: Path) -> None:
+    env = _spec(tmp_path).environment({"VLLM_CPU_KVCACHE_SPACE": "8", "PATH": "/bin"})
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "8"  # the user's value wins
+    assert env["PATH"] == "/bin"
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        engine = EngineProcess(_spec(tmp_path, busy.getsockname()[1]))
+        with pytest.raises(EngineStartError, match="already in use"):
+            engine.start()
+    assert not engine.running()
+
+
+def test_an_engine_that_dies_reports_its_last_log_lines(tmp_path: Path) -> None:
+    # A model directory that does not exist makes the real vLLM exit during start-up.
+    spec = EngineLaunchSpec(
+        model_dir=tmp_path / "no-such-model",
+        served_model_name="gemma",
+        log_file=tmp_path / "engine.log",
+        port=_free_port(),
+    )
+    engine = EngineProcess(spec)
+    engine.start()
+    with pytest.raises(EngineStartError, match="exited with code") as caught:
+        engine.wait_ready(timeout_s=300)
+    assert "last engine log lines" in str(caught.value)
+    assert "no-such-model" in str(caught.value)
+    engine.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
