@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="engine-cpu,model,retrieval"
+extras="engine-cpu,model,retrieval,train"
 if [[ "${1:-}" == "--dev" ]]; then extras="$extras,dev"; fi
 
 venv=.venv
@@ -17,7 +17,7 @@ py="${PYTHON:-python3}"
 stamp="$venv/.ragdock-install-$(echo "$extras" | tr ',' '-')"
 inputs_hash=$(cat pyproject.toml scripts/constraints.txt scripts/install.sh | sha256sum | cut -c1-16)
 
-dev_stamp="$venv/.ragdock-install-engine-cpu-model-retrieval-dev"
+dev_stamp="$venv/.ragdock-install-engine-cpu-model-retrieval-train-dev"
 # A --dev install is a superset of the runtime one, so its stamp satisfies a plain run too.
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$inputs_hash" ]] ||
    [[ -f "$dev_stamp" && "$(cat "$dev_stamp")" == "$inputs_hash" ]]; then
