@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from adapters.cli import app as adapters_app
 from engine.cli import engine_app, model_app
 from server.cli import serve, up
 
@@ -17,6 +18,7 @@ app.command(help="Build the model if needed, start vLLM and the gateway (Ctrl-C 
 app.command(help="Run the gateway only, against a running engine (--engine-url).")(serve)
 app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")
+app.add_typer(adapters_app, name="adapters")
 
 
 def main() -> None:

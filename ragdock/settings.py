@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     engine_extra_args: list[str] = Field(default_factory=list, description="Passed to vLLM as is.")
     engine_startup_timeout_s: float = Field(600.0, gt=0)
 
+    # --- adapters -------------------------------------------------------------------------
+    adapters_dir: Path | None = Field(
+        None, description="Adapter registry (a shared volume with replicas); default HOME/adapters."
+    )
+    adapters_default_alias: str = Field("prod", description="The alias a bare adapter name means.")
+    adapter_max_upload_bytes: int = Field(512 * 2**20, ge=1)
+    base_model_id: str | None = Field(
+        None, description="Model id of the base, to match adapters against (default: derived)."
+    )
+
     # --- gateway --------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Forced to 127.0.0.1 when no API keys are set.")
     port: int = Field(8000, ge=1, le=65535)
@@ -176,6 +186,10 @@ class Settings(BaseSettings):
     @property
     def base_engine_model(self) -> str:
         return self.engine_model or self.served_model_name
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.adapters_dir or self.home / "adapters"
 
     def engine_base_url(self) -> str:
         return (self.engine_url or f"http://{self.engine_host}:{self.engine_port}").rstrip("/")

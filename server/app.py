@@ -8,11 +8,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from adapters.registry import AdapterRegistry
+from adapters.validation import AdapterLimits
 from ragdock.settings import Settings
 from server import health
+from server.adapters_api import router as adapters_router
+from server.adapters_api.service import AdapterService
 from server.auth import KeyRing
+from server.base_model import served_base_identity
 from server.engine_client import EngineClient
 from server.errors import install_error_handlers
+from server.lora_manager import LoraManager
+from server.metrics import GatewayMetrics
 from server.model_catalog import ModelCatalog
 from server.openai_api import router as openai_router
 from server.openai_api.serving import CompletionService
@@ -48,12 +55,21 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     engine_name = settings.engine_model or (
         None if settings.engine_url else settings.served_model_name
     )
+    registry = AdapterRegistry(
+        settings.registry_dir,
+        AdapterLimits(max_rank=settings.engine_max_lora_rank),
+        served_base_identity(settings),
+    )
     catalog = ModelCatalog(
         alias=settings.served_model_name,
         engine_name=engine_name,
         root=settings.model,
         max_model_len=settings.engine_max_model_len,
+        registry=registry,
+        default_adapter_alias=settings.adapters_default_alias,
     )
+    metrics = GatewayMetrics()
+    loras = LoraManager(engine_client, capacity=settings.engine_max_loras, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -75,9 +91,12 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.state.engine = engine_client
     app.state.catalog = catalog
     app.state.keyring = KeyRing(settings.api_keys)
-    app.state.completion_service = CompletionService(engine_client, catalog)
+    app.state.metrics = metrics
+    app.state.completion_service = CompletionService(engine_client, catalog, loras, metrics)
+    app.state.adapter_service = AdapterService(registry, loras, settings.adapter_max_upload_bytes)
 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)
+    app.include_router(adapters_router.router)
     return app

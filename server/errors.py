@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.errors import RegistryError
+
 log = logging.getLogger(__name__)
 
 
@@ -120,6 +122,13 @@ async def _handle_gateway_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+async def _handle_registry_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RegistryError)
+    error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    body = error_body(exc.message, error_type, param=exc.param, code=exc.code)
+    return JSONResponse(body, status_code=exc.status_code)
+
+
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = _describe_validation(exc)
@@ -142,6 +151,7 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _handle_gateway_error)
+    app.add_exception_handler(RegistryError, _handle_registry_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_exception_handler(Exception, _handle_unexpected)

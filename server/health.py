@@ -1,11 +1,13 @@
-"""Liveness and readiness probes (no auth: orchestrators call them)."""
+"""Probes and metrics (no auth: orchestrators and Prometheus call them)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.engine_client import EngineClient
+from server.metrics import GatewayMetrics
 
 router = APIRouter(tags=["health"])
 
@@ -29,3 +31,10 @@ async def readyz(request: Request) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": retry_after},
     )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of the gateway's metrics (per route, per model and adapter)."""
+    gateway_metrics: GatewayMetrics = request.app.state.metrics
+    return Response(gateway_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

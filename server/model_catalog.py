@@ -1,16 +1,31 @@
-"""The model names the gateway serves, and the name the engine knows each one by.
+"""The model names the gateway serves, and what each means to the engine.
 
-Clients ask for a stable alias (`gemma`); the engine may serve the base under another name (an
-external GPU vLLM serving `google/gemma-4-E4B-it`, say). The adapter registry adds its names here.
+Clients ask for the base by a stable alias (`gemma`) and for adapters as `name` (its default alias,
+e.g. `prod`), `name@alias` or `name@version`. The engine may serve the base under another name (an
+external GPU vLLM serving `google/gemma-4-E4B-it`); adapters are loaded as `name@version`. The
+registry is read on every resolution, so several gateway replicas sharing the registry volume see an
+alias move at once.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+from adapters.errors import RegistryError
+from adapters.names import ModelRef
+from adapters.registry import AdapterRegistry, AdapterVersion
 from server.engine_client import EngineClient
 from server.errors import ModelNotFoundError
 from server.openai_api.protocol import ModelCard
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What a request's model name resolved to."""
+
+    engine_name: str
+    adapter: AdapterVersion | None = None
 
 
 class ModelCatalog:
@@ -21,6 +36,8 @@ class ModelCatalog:
         engine_name: str | None,
         root: str,
         max_model_len: int | None,
+        registry: AdapterRegistry | None = None,
+        default_adapter_alias: str = "prod",
     ) -> None:
         """
         Args:
@@ -28,22 +45,42 @@ class ModelCatalog:
             engine_name: the engine's name for it; None to ask the engine on first use.
             root: what the base is (a model id or checkpoint path), shown in /v1/models.
             max_model_len: the engine's context length, shown in /v1/models.
+            registry: the adapter registry, if adapters are served.
+            default_adapter_alias: the alias a bare adapter name means.
         """
         self.alias = alias
         self._engine_name = engine_name
         self._root = root
         self._max_model_len = max_model_len
+        self._registry = registry
+        self._default_alias = default_adapter_alias
         self._created = int(time.time())
 
+    async def resolve(self, name: str, engine: EngineClient) -> ResolvedModel:
+        """Resolve a request's model name.
+
+        Raises:
+            ModelNotFoundError: neither the base nor a known adapter version or alias.
+            EngineUnavailableError: the engine's base name must be discovered and it is down.
+        """
+        if name == self.alias:
+            if self._engine_name is None:
+                self._engine_name = await self._discover_base_name(engine)
+            return ResolvedModel(self._engine_name)
+        if self._registry is None:
+            raise ModelNotFoundError(name)
+        ref = ModelRef.parse(name)
+        try:
+            version = self._registry.resolve(ref.name, ref.selector or self._default_alias)
+        except RegistryError:
+            raise ModelNotFoundError(name) from None
+        return ResolvedModel(version.ref, version)
+
     def cards(self) -> list[ModelCard]:
-        return [
-            ModelCard(
-                id=self.alias,
-                created=self._created,
-                root=self._root,
-                max_model_len=self._max_model_len,
-            )
-        ]
+        base = ModelCard(
+            id=self.alias, created=self._created, root=self._root, max_model_len=self._max_model_len
+        )
+        return [base, *self._adapter_cards()]
 
     def card(self, name: str) -> ModelCard:
         """Raises ModelNotFoundError for a name the gateway does not serve."""
@@ -52,18 +89,29 @@ class ModelCatalog:
                 return card
         raise ModelNotFoundError(name)
 
-    async def engine_model_for(self, name: str, engine: EngineClient) -> str:
-        """The engine's name for the model a client asked for.
+    def _adapter_cards(self) -> list[ModelCard]:
+        if self._registry is None:
+            return []
+        cards = []
+        for name in self._registry.names():
+            for version in self._registry.versions(name):
+                cards.append(self._card(version.ref, str(version.path), version))
+            for alias, entry in sorted(self._registry.aliases(name).items()):
+                target = f"{name}@{entry['version']}"
+                cards.append(self._card(f"{name}@{alias}", target, None))
+                if alias == self._default_alias:
+                    cards.append(self._card(name, target, None))
+        return cards
 
-        Raises:
-            ModelNotFoundError: the gateway does not serve `name`.
-            EngineUnavailableError: the engine's base name must be discovered and it is down.
-        """
-        if name != self.alias:
-            raise ModelNotFoundError(name)
-        if self._engine_name is None:
-            self._engine_name = await self._discover_base_name(engine)
-        return self._engine_name
+    def _card(self, model_id: str, root: str, version: AdapterVersion | None) -> ModelCard:
+        created = int(version.record.get("pushed_at", self._created)) if version else self._created
+        return ModelCard(
+            id=model_id,
+            created=created,
+            root=root,
+            parent=self.alias,
+            max_model_len=self._max_model_len,
+        )
 
     async def _discover_base_name(self, engine: EngineClient) -> str:
         listing = await engine.get_json("/v1/models", timeout_s=5.0)

@@ -1,0 +1,1 @@
+"""Adapter administration over HTTP (admin scope): push, list, show, promote, rollback, delete."""

@@ -1,0 +1,51 @@
+"""Request and response models of the adapter API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, StrictBool, StrictStr
+
+
+class PushFromPath(BaseModel):
+    """Register an adapter directory the gateway can read (e.g. on the shared registry volume)."""
+
+    name: StrictStr
+    path: StrictStr
+    version: StrictStr | None = None
+
+
+class PromoteRequest(BaseModel):
+    alias: StrictStr = "prod"
+    force: StrictBool = Field(False, description="Promote without a passing gate (audited).")
+
+
+class RollbackRequest(BaseModel):
+    alias: StrictStr = "prod"
+
+
+class AdapterVersionOut(BaseModel):
+    name: str
+    version: str
+    model: str = Field(description="The model name to request this version by.")
+    record: dict[str, Any]
+    manifest: dict[str, Any] | None = None
+    eval_report: dict[str, Any] | None = None
+
+
+class AdapterOut(BaseModel):
+    name: str
+    versions: list[str]
+    aliases: dict[str, str]
+
+
+class AdapterList(BaseModel):
+    object: str = "list"
+    data: list[AdapterOut]
+
+
+class AliasOut(BaseModel):
+    name: str
+    alias: str
+    version: str
+    history: list[str]

@@ -1,0 +1,22 @@
+"""The identity of the served base model, which adapters must match."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapters.base_match import BaseModelIdentity
+from engine.model_build import DEFAULT_MODEL, checkpoint_digest, default_model_dir, is_hf_checkpoint
+from ragdock.settings import Settings
+
+DEFAULT_MODEL_ID = "google/gemma-3-270m"
+
+
+def served_base_identity(settings: Settings) -> BaseModelIdentity:
+    if settings.model == DEFAULT_MODEL:
+        path = default_model_dir(settings.home)
+        model_id = settings.base_model_id or DEFAULT_MODEL_ID
+    else:
+        path = Path(settings.model).expanduser()
+        model_id = settings.base_model_id or settings.model
+    digest = checkpoint_digest(path) if is_hf_checkpoint(path) else ""
+    return BaseModelIdentity(model_id=model_id, path=str(path), digest=digest)

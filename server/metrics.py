@@ -1,0 +1,61 @@
+"""Prometheus metrics of the gateway, per route and per model (base or adapter version).
+
+vLLM labels its own metrics with the base model only, so anything per adapter must come from here.
+Each app gets its own CollectorRegistry (built in `build_app`, never a module global), so several
+apps in one process (tests) never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Buckets sized for LLM latencies on CPU and GPU: tens of milliseconds to minutes.
+_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
+_LOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "ragdock_requests", "Requests answered, by route, model and HTTP status.",
+            ["route", "model", "status"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "ragdock_request_duration_seconds", "Time from request to the last byte sent.",
+            ["route", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "ragdock_time_to_first_token_seconds", "Time from request to the first streamed chunk.",
+            ["model"], buckets=_TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            "ragdock_prompt_tokens", "Prompt tokens processed, by model.", ["model"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "ragdock_completion_tokens", "Tokens generated, by model.", ["model"], registry=r
+        )
+        self.in_flight = Gauge(
+            "ragdock_requests_in_flight", "Requests being answered now.", ["route", "model"],
+            registry=r,
+        )  # fmt: skip
+        self.adapter_loads = Counter(
+            "ragdock_adapter_loads", "Adapter loads into the engine, by adapter and result.",
+            ["adapter", "result"], registry=r,
+        )  # fmt: skip
+        self.adapter_load_seconds = Histogram(
+            "ragdock_adapter_load_duration_seconds", "Time to load an adapter into the engine.",
+            ["adapter"], buckets=_LOAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.adapter_unloads = Counter(
+            "ragdock_adapter_unloads", "Adapters unloaded from the engine (LRU eviction).",
+            ["adapter"], registry=r,
+        )  # fmt: skip
+        self.adapters_loaded = Gauge(
+            "ragdock_adapters_loaded", "Adapters resident in the engine.", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
