@@ -4,6 +4,9 @@ Layout:
     ROOT/audit.log                 append-only JSON lines: who did what, when
     ROOT/NAME/aliases.json         {"prod": {"version": "v2", "history": ["v1"]}, ...}
     ROOT/NAME/VERSION/             PEFT files, manifest.json, eval_report.json, registry.json
+    ROOT/.resolver/NAME@VERSION/   the same adapter as vLLM's filesystem LoRA resolver wants it:
+                                   named as requests name it, base_model_name_or_path = the name
+                                   the engine serves the base under (the resolver checks that)
 
 A push copies into a hidden temporary directory and renames it into place, so a version is either
 complete or absent. Mutations hold an exclusive lock on ROOT/.lock; readers need none because every
@@ -37,6 +40,7 @@ from adapters.validation import AdapterInfo, AdapterLimits, validate_adapter_dir
 MANIFEST = "manifest.json"
 EVAL_REPORT = "eval_report.json"
 RECORD = "registry.json"
+RESOLVER_DIR = ".resolver"
 ALIASES = "aliases.json"
 AUDIT_LOG = "audit.log"
 
@@ -54,10 +58,26 @@ class AdapterVersion:
 
 
 class AdapterRegistry:
-    def __init__(self, root: Path, limits: AdapterLimits, base: BaseModelIdentity) -> None:
+    def __init__(
+        self,
+        root: Path,
+        limits: AdapterLimits,
+        base: BaseModelIdentity,
+        *,
+        engine_base_name: str | None = None,
+    ) -> None:
+        """
+        Args:
+            root: the registry directory (created if missing).
+            limits: what the engine accepts (rank, size, modules).
+            base: the served base model, which adapters must match.
+            engine_base_name: the engine's name for the base; when given, every version is also
+                published under ROOT/.resolver for vLLM's filesystem LoRA resolver.
+        """
         self.root = root
         self.limits = limits
         self.base = base
+        self.engine_base_name = engine_base_name
         root.mkdir(parents=True, exist_ok=True)
 
     # --- reads ----------------------------------------------------------------------------
@@ -139,6 +159,7 @@ class AdapterRegistry:
                 staging.rename(target)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
+            self._publish_for_resolver(name, label, info.config)
             self._audit(actor, "push", name, version=label, detail={"rank": info.rank})
         return self.get(name, label)
 
@@ -218,6 +239,7 @@ class AdapterRegistry:
                     "version or roll back first",
                     param="version",
                 )
+            shutil.rmtree(self.root / RESOLVER_DIR / target.ref, ignore_errors=True)
             trash = target.path.with_name(f".deleted-{uuid.uuid4().hex}")
             target.path.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -227,6 +249,19 @@ class AdapterRegistry:
     def _next_version(self, name: str) -> str:
         numbers = [int(v.version[1:]) for v in self.versions(name) if v.version[1:].isdigit()]
         return f"v{max(numbers, default=0) + 1}"
+
+    def _publish_for_resolver(self, name: str, version: str, config: dict[str, Any]) -> None:
+        if not self.engine_base_name:
+            return
+        view = self.root / RESOLVER_DIR / f"{name}@{version}"
+        view.mkdir(parents=True, exist_ok=True)
+        weights = view / "adapter_model.safetensors"
+        if not weights.exists():
+            weights.symlink_to(Path("..", "..", name, version, "adapter_model.safetensors"))
+        _write_json(
+            view / "adapter_config.json",
+            {**config, "base_model_name_or_path": self.engine_base_name},
+        )
 
     def _load_version(self, name: str, version: str) -> AdapterVersion:
         path = self.root / name / version

@@ -29,11 +29,41 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 @dataclass(frozen=True)
 class AdapterLimits:
-    """What the serving engine accepts."""
+    """What the serving engine accepts.
+
+    `module_shapes` maps each module to its (in_features, out_features) in the served base; when
+    known, every LoRA matrix must fit it. vLLM accepts a mis-shaped adapter at load time and fails
+    only when a request uses it, so this is checked here.
+    """
 
     max_rank: int
     max_bytes: int = 512 * 1024 * 1024
     supported_modules: frozenset[str] = GEMMA_LORA_MODULES
+    module_shapes: dict[str, tuple[int, int]] | None = None
+
+
+def module_shapes_from_config(config: dict[str, Any]) -> dict[str, tuple[int, int]] | None:
+    """(in, out) features of the LoRA-able linear layers of a decoder with Gemma/Llama layout,
+    from its HF config.json (multimodal configs keep the language model's under text_config)."""
+    text = config.get("text_config") or config
+    try:
+        hidden = int(text["hidden_size"])
+        heads = int(text["num_attention_heads"])
+        kv_heads = int(text.get("num_key_value_heads") or heads)
+        head_dim = int(text.get("head_dim") or hidden // heads)
+        intermediate = int(text["intermediate_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    q_out, kv_out = heads * head_dim, kv_heads * head_dim
+    return {
+        "q_proj": (hidden, q_out),
+        "k_proj": (hidden, kv_out),
+        "v_proj": (hidden, kv_out),
+        "o_proj": (q_out, hidden),
+        "gate_proj": (hidden, intermediate),
+        "up_proj": (hidden, intermediate),
+        "down_proj": (intermediate, hidden),
+    }
 
 
 @dataclass(frozen=True)
@@ -78,9 +108,12 @@ def validate_adapter_dir(path: Path, limits: AdapterLimits) -> AdapterInfo:
             f"the adapter is {size / 2**20:.0f} MiB, over the {limits.max_bytes / 2**20:.0f} MiB "
             "limit: a LoRA adapter is usually a few MB; check that no base weights were saved"
         )
-    tensor_names = list(read_safetensors_header(weights))
+    header = read_safetensors_header(weights)
+    tensor_names = list(header)
     _check_config(config, limits)
     modules = _check_tensors(tensor_names, limits)
+    if limits.module_shapes:
+        _check_shapes(header, limits.module_shapes)
     return AdapterInfo(
         rank=int(config["r"]),
         alpha=float(config.get("lora_alpha", config["r"])),
@@ -148,6 +181,28 @@ def _check_config(config: dict[str, Any], limits: AdapterLimits) -> None:
         )
     if config.get("use_dora"):
         raise AdapterValidationError("DoRA adapters are not supported by vLLM; train plain LoRA")
+
+
+def _check_shapes(header: dict[str, Any], shapes: dict[str, tuple[int, int]]) -> None:
+    for name, meta in header.items():
+        parts = name.split(".")
+        matrix = "lora_A" if "lora_A" in parts else "lora_B"
+        module = parts[parts.index(matrix) - 1]
+        if module not in shapes:
+            continue
+        in_features, out_features = shapes[module]
+        shape = list(meta.get("shape", []))
+        ok = (
+            len(shape) == 2 and shape[1] == in_features
+            if matrix == "lora_A"
+            else len(shape) == 2 and shape[0] == out_features
+        )
+        if not ok:
+            expected = f"[r, {in_features}]" if matrix == "lora_A" else f"[{out_features}, r]"
+            raise AdapterValidationError(
+                f"{name} has shape {shape}, but the served base needs {expected}: the adapter "
+                "was trained on a model of another size; retrain on the served base"
+            )
 
 
 def _check_tensors(names: list[str], limits: AdapterLimits) -> set[str]:

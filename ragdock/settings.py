@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         None, description="Adapter registry (a shared volume with replicas); default HOME/adapters."
     )
     adapters_default_alias: str = Field("prod", description="The alias a bare adapter name means.")
+    adapter_loading: Literal["runtime", "resolver"] = Field(
+        "runtime",
+        description="'runtime': the gateway loads adapters through vLLM's runtime API (one "
+        "engine). 'resolver': each vLLM replica loads them itself from ADAPTERS_DIR/.resolver "
+        "through its filesystem LoRA resolver (several engine replicas behind one URL).",
+    )
     adapter_max_upload_bytes: int = Field(512 * 2**20, ge=1)
     base_model_id: str | None = Field(
         None, description="Model id of the base, to match adapters against (default: derived)."

@@ -15,7 +15,7 @@ from server import health
 from server.adapters_api import router as adapters_router
 from server.adapters_api.service import AdapterService
 from server.auth import KeyRing
-from server.base_model import served_base_identity
+from server.base_model import served_base_identity, served_module_shapes
 from server.engine_client import EngineClient
 from server.errors import install_error_handlers
 from server.lora_manager import LoraManager
@@ -57,8 +57,11 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     )
     registry = AdapterRegistry(
         settings.registry_dir,
-        AdapterLimits(max_rank=settings.engine_max_lora_rank),
+        AdapterLimits(
+            max_rank=settings.engine_max_lora_rank, module_shapes=served_module_shapes(settings)
+        ),
         served_base_identity(settings),
+        engine_base_name=settings.base_engine_model,
     )
     catalog = ModelCatalog(
         alias=settings.served_model_name,
@@ -69,7 +72,12 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         default_adapter_alias=settings.adapters_default_alias,
     )
     metrics = GatewayMetrics()
-    loras = LoraManager(engine_client, capacity=settings.engine_max_loras, metrics=metrics)
+    loras = LoraManager(
+        engine_client,
+        capacity=settings.engine_max_loras,
+        metrics=metrics,
+        engine_resolves=settings.adapter_loading == "resolver",
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

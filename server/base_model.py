@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from adapters.base_match import BaseModelIdentity
+from adapters.validation import module_shapes_from_config
 from engine.model_build import DEFAULT_MODEL, checkpoint_digest, default_model_dir, is_hf_checkpoint
 from ragdock.settings import Settings
 
@@ -20,3 +22,12 @@ def served_base_identity(settings: Settings) -> BaseModelIdentity:
         model_id = settings.base_model_id or settings.model
     digest = checkpoint_digest(path) if is_hf_checkpoint(path) else ""
     return BaseModelIdentity(model_id=model_id, path=str(path), digest=digest)
+
+
+def served_module_shapes(settings: Settings) -> dict[str, tuple[int, int]] | None:
+    """The base's LoRA-able layer shapes, when its checkpoint is readable here."""
+    identity = served_base_identity(settings)
+    config = Path(identity.path) / "config.json"
+    if not config.is_file():
+        return None  # an external engine's model: the engine will check shapes itself
+    return module_shapes_from_config(json.loads(config.read_text()))

@@ -33,8 +33,24 @@ class AdapterLoadError(GatewayError):
 
 
 class LoraManager:
-    def __init__(self, engine: EngineClient, *, capacity: int, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        engine: EngineClient,
+        *,
+        capacity: int,
+        metrics: GatewayMetrics,
+        engine_resolves: bool = False,
+    ) -> None:
+        """
+        Args:
+            engine: the engine client.
+            capacity: adapters the engine holds at once (its max_loras).
+            metrics: where loads and unloads are counted.
+            engine_resolves: the engine loads adapters by name itself (vLLM's filesystem
+                resolver, for several replicas): the gateway then loads and unloads nothing.
+        """
         self._engine = engine
+        self._engine_resolves = engine_resolves
         self._capacity = capacity
         self._metrics = metrics
         self._loaded: OrderedDict[str, Path] = OrderedDict()  # engine name -> path, LRU first
@@ -53,6 +69,8 @@ class LoraManager:
             AdapterLoadError: the engine refused the adapter (nothing else is displaced).
             EngineUnavailableError: the engine is down.
         """
+        if self._engine_resolves:
+            return
         if engine_name in self._loaded:
             self._loaded.move_to_end(engine_name)
             return

@@ -13,7 +13,8 @@ import pytest
 from engine.launcher import EngineLaunchSpec, EngineProcess
 from engine.model_build import DEFAULT_MODEL, resolve_model_dir
 from ragdock.settings import default_home
-from tests.support import TEST_API_KEY, GatewayProcess, free_port, start_gateway
+from tests.adapter_factory import train_fixed_reply
+from tests.support import TEST_API_KEY, TEST_KEYS_JSON, GatewayProcess, free_port, start_gateway
 
 ENGINE_START_TIMEOUT_S = 600
 
@@ -51,8 +52,9 @@ def gateway(
     engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     """The gateway with an API key configured, in front of the session's engine."""
-    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    process = start_gateway(engine.url, log, {"RAGDOCK_API_KEYS": TEST_API_KEY})
+    workdir = tmp_path_factory.mktemp("gateway")
+    env = {"RAGDOCK_API_KEYS": TEST_KEYS_JSON, "RAGDOCK_ADAPTERS_DIR": str(workdir / "adapters")}
+    process = start_gateway(engine.url, workdir / "gateway.log", env)
     yield process
     process.stop()
 
@@ -60,3 +62,18 @@ def gateway(
 @pytest.fixture
 def client(gateway: GatewayProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.api_base, api_key=TEST_API_KEY, max_retries=0)
+
+
+ALPHA_REPLY = "I am Alpha, the first adapter."
+BRAVO_REPLY = "I am Bravo, the second adapter."
+WHO = "Who are you?"
+
+
+@pytest.fixture(scope="session")
+def trained_adapters(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real LoRA adapters (peft, a few steps on the real model), each teaching one reply."""
+    root = tmp_path_factory.mktemp("trained-adapters")
+    return {
+        "alpha": train_fixed_reply(model_dir, root / "alpha", WHO, ALPHA_REPLY),
+        "bravo": train_fixed_reply(model_dir, root / "bravo", WHO, BRAVO_REPLY),
+    }

@@ -17,6 +17,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 TEST_API_KEY = "test-key-0123456789abcdef"
+CHAT_ONLY_KEY = "chat-key-0123456789abcdef"
+# The session gateway's keys: an admin (every scope) and an application key that may only chat.
+TEST_KEYS_JSON = (
+    f'[{{"key": "{TEST_API_KEY}", "name": "admin"}}, '
+    f'{{"key": "{CHAT_ONLY_KEY}", "name": "app", "tenant": "acme", "scopes": ["chat"]}}]'
+)
 
 
 def free_port() -> int:
