@@ -1,0 +1,182 @@
+"""What serving LoRA adapters costs: push-to-first-token time, and throughput with 1, 2 and 4
+adapters mixed into 8 concurrent streams against the base model alone, side by side.
+
+    python -m eval.perf.adapter_throughput [--reps 3] [--rank 8]
+
+Starts its own engine and gateway. The adapters are real PEFT LoRA adapters on the real base with
+random (non-zero) weights: their compute cost is that of trained ones. Every request asks for
+exactly `--max-tokens` tokens (greedy, ignore_eos), through the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def make_random_adapters(model_dir: Path, out: Path, count: int, rank: int) -> list[Path]:
+    """PEFT LoRA adapters with random A and B (peft's init_lora_weights=False)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for i in range(count):
+        torch.manual_seed(i)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+        config = LoraConfig(
+            r=rank, lora_alpha=rank, init_lora_weights=False,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM",
+        )  # fmt: skip
+        peft_model = get_peft_model(model, config)
+        peft_model.peft_config["default"].base_model_name_or_path = str(model_dir)
+        peft_model.save_pretrained(out / f"random{i}", safe_serialization=True)
+        paths.append(out / f"random{i}")
+    return paths
+
+
+async def _stream_one(client: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[int, float]:
+    body = {
+        "model": model, "messages": [{"role": "user", "content": "Tell me about Paris."}],
+        "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
+        "stream_options": {"include_usage": True},
+    }  # fmt: skip
+    started = time.perf_counter()
+    first = 0.0
+    tokens = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as reply:
+        reply.raise_for_status()
+        async for line in reply.aiter_lines():
+            if not first and '"content":"' in line and '"content":""' not in line:
+                first = time.perf_counter() - started
+            if '"usage":{' in line:
+                tokens = int(line.split('"completion_tokens":')[1].split("}")[0].split(",")[0])
+    return tokens, first
+
+
+async def mixed_load(
+    base_url: str, models: list[str], streams: int, requests: int, max_tokens: int
+) -> float:
+    """Tokens/s with `streams` concurrent streams cycling over `models`."""
+    counter = iter(range(requests))
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        total = 0
+
+        async def worker() -> None:
+            nonlocal total
+            for i in counter:
+                tokens, _ = await _stream_one(client, models[i % len(models)], max_tokens)
+                total += tokens
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(streams)))
+        return total / (time.perf_counter() - started)
+
+
+def push_to_first_token(base_url: str, adapter: Path, name: str, max_tokens: int) -> float:
+    started = time.perf_counter()
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(adapter.iterdir()) if p.is_file()]
+    reply = httpx.post(
+        f"{base_url}/v1/adapters/upload", files=files, data={"name": name}, timeout=120
+    )
+    reply.raise_for_status()
+    model = reply.json()["model"]
+
+    async def first() -> float:
+        async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+            await _stream_one(client, model, max_tokens)
+        return time.perf_counter() - started
+
+    return asyncio.run(first())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    from engine.launcher import EngineLaunchSpec, EngineProcess
+    from engine.model_build import DEFAULT_MODEL, resolve_model_dir
+    from ragdock.settings import default_home
+    from tests.support import free_port, start_gateway
+
+    home = Path(os.environ.get("RAGDOCK_HOME") or default_home())
+    workdir = Path(tempfile.mkdtemp(prefix="ragdock-adapter-bench-"))
+    model_dir = resolve_model_dir(DEFAULT_MODEL, home, step=console.print)
+    console.print("making 5 random-weight adapters...")
+    adapters = make_random_adapters(model_dir, workdir / "made", 5, args.rank)
+    with ExitStack() as stack:
+        spec = EngineLaunchSpec(model_dir=model_dir, served_model_name="gemma",
+                                log_file=workdir / "engine.log", port=free_port())  # fmt: skip
+        engine = stack.enter_context(EngineProcess(spec))
+        console.print("starting the engine...")
+        engine.wait_ready(600)
+        env = {"RAGDOCK_API_KEYS": "", "RAGDOCK_ADAPTERS_DIR": str(workdir / "registry")}
+        gateway = start_gateway(engine.url, workdir / "gateway.log", env)
+        stack.callback(gateway.stop)
+        url = gateway.url
+
+        ptft = push_to_first_token(url, adapters[4], "fresh", args.max_tokens)
+        for i, path in enumerate(adapters[:4]):
+            files = [
+                ("files", (p.name, p.read_bytes())) for p in sorted(path.iterdir()) if p.is_file()
+            ]
+            httpx.post(
+                f"{url}/v1/adapters/upload", files=files, data={"name": f"a{i}"}, timeout=120
+            ).raise_for_status()
+        configs = {
+            "base only": ["gemma"],
+            "1 adapter": ["a0@v1"],
+            "2 adapters": ["a0@v1", "a1@v1"],
+            "4 adapters": ["a0@v1", "a1@v1", "a2@v1", "a3@v1"],
+            "4 adapters + base": ["gemma", "a0@v1", "a1@v1", "a2@v1", "a3@v1"],
+        }
+        for models in configs.values():  # warm: every adapter loaded, caches hot
+            asyncio.run(mixed_load(url, models, args.streams, args.streams, 8))
+        results: dict[str, list[float]] = {k: [] for k in configs}
+        for rep in range(args.reps):
+            order = list(configs) if rep % 2 == 0 else list(reversed(configs))
+            for key in order:
+                results[key].append(
+                    asyncio.run(
+                        mixed_load(url, configs[key], args.streams, args.requests, args.max_tokens)
+                    )
+                )
+                console.print(f"rep {rep + 1}: {key}: {results[key][-1]:.1f} tok/s")
+
+    base = statistics.median(results["base only"])
+    table = Table(
+        title=f"{args.streams} concurrent streams, {args.max_tokens} tokens/request, "
+        f"LoRA r={args.rank} on q/k/v/o, medians of {args.reps} interleaved reps"
+    )
+    table.add_column("models in the mix")
+    table.add_column("tok/s", justify="right")
+    table.add_column("ratio vs base", justify="right")
+    for key, values in results.items():
+        table.add_row(
+            key, f"{statistics.median(values):.1f}", f"{statistics.median(values) / base:.3f}"
+        )
+    console.print(table)
+    console.print(
+        f"push-to-first-token for a new adapter (upload, validate, load, first token): {ptft:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
