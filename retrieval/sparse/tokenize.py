@@ -46,6 +46,8 @@ def light_stem(word: str) -> str:
             stem = word[: -len(suffix)] + replacement
             word = stem if len(stem) >= 3 and _VOWEL.search(stem) else word
             break
+    if word.endswith("ied") and len(word) > 4:  # "studied" meets "study"
+        return word[:-3] + "y"
     for suffix in ("ing", "ed"):
         if word.endswith(suffix):
             stem = word[: -len(suffix)]
