@@ -50,8 +50,7 @@ def ndcg_at(ranked: Sequence[str], qrels: Qrels, k: int = 10) -> float:
 
 def dedupe(doc_ids: Sequence[str]) -> list[str]:
     """Keep each document's first (best) position: chunk hits to a document ranking."""
-    seen: set[str] = set()
-    return [doc for doc in doc_ids if not (doc in seen or seen.add(doc))]
+    return list(dict.fromkeys(doc_ids))  # dicts keep first insertion order
 
 
 def evaluate_run(
