@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -14,7 +15,7 @@ from retrieval.dense import MiniLMEmbedder
 from retrieval.freshness import ReadGate
 from retrieval.service import Retriever
 from retrieval.sparse import Bm25Encoder
-from retrieval.store import EdgeStore, QdrantClientStore, Scope, VectorStore
+from retrieval.store import EdgeStore, Hit, QdrantClientStore, Scope, StoreQuery, VectorStore
 from retrieval.types import Document, SearchFilter, SearchMode
 
 C = "kb"
@@ -37,8 +38,28 @@ def make_store(kind: str, root: Path) -> VectorStore:
     )
 
 
-def open_retriever(kind: str, root: Path, embedder: MiniLMEmbedder) -> Retriever:
-    r = Retriever(make_store(kind, root), embedder, Bm25Encoder(), root / "catalog")
+class SlowQueries:
+    """Delegates to a store, but each query starts late: a reader then holds its visibility
+    snapshot across the writer's steps, the case the grace period exists for."""
+
+    def __init__(self, inner: VectorStore, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def query(self, name: str, request: StoreQuery) -> list[Hit]:
+        time.sleep(self._delay)
+        return self._inner.query(name, request)
+
+
+def open_retriever(
+    kind: str, root: Path, embedder: MiniLMEmbedder, query_delay: float = 0.0
+) -> Retriever:
+    store = make_store(kind, root)
+    if query_delay:
+        store = cast(VectorStore, SlowQueries(store, query_delay))
+    r = Retriever(store, embedder, Bm25Encoder(), root / "catalog")
     r.create_collection(C)
     return r
 
@@ -115,7 +136,7 @@ def test_crash_between_steps(
 def test_reader_never_sees_a_mix_or_nothing_during_swaps(
     kind: str, tmp_path: Path, embedder: MiniLMEmbedder
 ) -> None:
-    r = open_retriever(kind, tmp_path, embedder)
+    r = open_retriever(kind, tmp_path, embedder, query_delay=0.02)
     r.ingest(C, T, [versioned(0)])
     swaps = 15
     done = threading.Event()
