@@ -32,12 +32,11 @@ def retrieval_command(
     from rich.console import Console
     from rich.progress import Progress
 
-    from eval.retrieval_beir import default_sweep, evaluate_beir, render_table
+    from eval.retrieval_beir import default_sweep, evaluate_beir, reference_fusions, render_table
     from retrieval.chunking import ChunkingConfig
-    from retrieval.service import DEFAULT_FUSION
 
     console = Console()
-    fusions = default_sweep() if sweep else [("hybrid", DEFAULT_FUSION)]
+    fusions = default_sweep() if sweep else reference_fusions()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("ingesting", total=None)
         report = evaluate_beir(

@@ -75,6 +75,15 @@ def rank_documents(
     return run
 
 
+def reference_fusions() -> list[tuple[str, FusionConfig]]:
+    """The default fusion and two RRF references, scored in every normal run."""
+    return [
+        ("hybrid (default: dbsf)", DEFAULT_FUSION),
+        ("hybrid rrf k=2 w=1/1.5", FusionConfig("rrf", 2, 1.0, 1.5, 100)),
+        ("hybrid rrf k=60 w=1/1", FusionConfig("rrf", 60, 1.0, 1.0, 100)),
+    ]
+
+
 def default_sweep() -> list[tuple[str, FusionConfig]]:
     """The fusion settings compared when choosing the default."""
     grid: list[tuple[str, FusionConfig]] = [("dbsf", FusionConfig(method="dbsf", prefetch=100))]

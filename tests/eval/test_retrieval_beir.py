@@ -54,9 +54,9 @@ def test_evaluate_beir_scores_every_mode(beir_dir: Path, tmp_path: Path) -> None
     report = evaluate_beir(
         beir_dir,
         cache_dir=tmp_path / "cache",
-        fusions=[("hybrid", FusionConfig()), ("dbsf", FusionConfig(method="dbsf"))],
+        fusions=[("hybrid", FusionConfig()), ("rrf", FusionConfig(method="rrf"))],
     )
-    assert set(report.metrics) == {"dense", "sparse", "hybrid", "dbsf"}
+    assert set(report.metrics) == {"dense", "sparse", "hybrid", "rrf"}
     for metrics in report.metrics.values():
         # Each query has one obviously matching document among four.
         assert metrics["ndcg@10"] == pytest.approx(1.0)

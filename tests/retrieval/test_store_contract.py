@@ -240,10 +240,10 @@ def _ranked(hits: list[ScoredChunk]) -> list[tuple[float, str]]:
     "fusion",
     [
         FusionConfig(),
-        FusionConfig(k=2, dense_weight=1.0, sparse_weight=2.0),
-        FusionConfig(method="dbsf"),
+        FusionConfig(method="rrf", k=60, dense_weight=1.0, sparse_weight=1.0, prefetch=20),
+        FusionConfig(method="rrf", k=2, dense_weight=1.0, sparse_weight=2.0),
     ],
-    ids=["rrf", "rrf-weighted", "dbsf"],
+    ids=["default-dbsf", "rrf", "rrf-weighted"],
 )
 def test_congruence_between_stores(
     tmp_path: Path, embedder: MiniLMEmbedder, fusion: FusionConfig
