@@ -19,8 +19,10 @@ def _group() -> None:
 def retrieval_command(
     beir: Path = typer.Option(..., "--beir", help="BEIR folder, read in place."),
     split: str = typer.Option("test", help="qrels split."),
-    sparse: str = typer.Option("ours", help="ours | ours-nostem | edge (qdrant-edge Bm25)."),
+    sparse: str = typer.Option("edge", help="edge (qdrant-edge Bm25) | ours | ours-nostem."),
     avg_len: float = typer.Option(100.0, help="BM25 assumed average document length."),
+    k1: float = typer.Option(1.2, help="BM25 term-frequency saturation."),
+    b: float = typer.Option(0.75, help="BM25 length normalization."),
     max_tokens: int = typer.Option(200, help="chunk budget in embedder tokens."),
     overlap: int = typer.Option(32, help="chunk overlap in embedder tokens."),
     sweep: bool = typer.Option(False, help="score a grid of fusion settings for hybrid."),

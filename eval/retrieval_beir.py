@@ -49,18 +49,18 @@ class BeirReport:
         }
 
 
-def sparse_encoder(name: str, avg_len: float) -> SparseEncoder:
-    """`ours` (BM25, light stemmer), `ours-nostem`, or `edge` (qdrant-edge's Bm25, Snowball).
+def sparse_encoder(name: str, avg_len: float, k1: float = 1.2, b: float = 0.75) -> SparseEncoder:
+    """`edge` (qdrant-edge's Bm25, Snowball stemmer), `ours` (light stemmer), `ours-nostem`.
 
     Raises:
         ValueError: for another name.
     """
     if name == "ours":
-        return Bm25Encoder(avg_len=avg_len)
+        return Bm25Encoder(avg_len=avg_len, k1=k1, b=b)
     if name == "ours-nostem":
-        return Bm25Encoder(avg_len=avg_len, stem=False)
+        return Bm25Encoder(avg_len=avg_len, k1=k1, b=b, stem=False)
     if name == "edge":
-        return EdgeBm25Encoder(avg_len=avg_len)
+        return EdgeBm25Encoder(avg_len=avg_len, k1=k1, b=b)
     raise ValueError(f"unknown sparse encoder {name!r}: use ours, ours-nostem or edge")
 
 
@@ -99,8 +99,10 @@ def evaluate_beir(
     beir_dir: Path,
     *,
     split: str = "test",
-    sparse: str = "ours",
+    sparse: str = "edge",
     avg_len: float = 100.0,
+    k1: float = 1.2,
+    b: float = 0.75,
     chunking: ChunkingConfig = ChunkingConfig(),
     fusions: Sequence[tuple[str, FusionConfig]] = (("hybrid", DEFAULT_FUSION),),
     cache_dir: Path | None = None,
@@ -114,6 +116,8 @@ def evaluate_beir(
         split: qrels split.
         sparse: sparse encoder name (see `sparse_encoder`).
         avg_len: BM25's assumed average document length.
+        k1: BM25 term-frequency saturation.
+        b: BM25 length normalization.
         chunking: chunk budget and overlap.
         fusions: labelled hybrid settings to score (dense and sparse are scored once).
         cache_dir: embedding cache directory (outside the repository), or None.
@@ -132,6 +136,8 @@ def evaluate_beir(
         "split": split,
         "sparse": sparse,
         "avg_len": avg_len,
+        "k1": k1,
+        "b": b,
         "queries": len(queries),
         "documents": len(data.corpus),
         "max_tokens": chunking.max_tokens,
@@ -141,7 +147,7 @@ def evaluate_beir(
         retriever = Retriever(
             EdgeStore(Path(work) / "qdrant"),
             embedder,
-            sparse_encoder(sparse, avg_len),
+            sparse_encoder(sparse, avg_len, k1, b),
             Path(work) / "catalog",
             chunking=chunking,
         )

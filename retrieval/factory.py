@@ -8,7 +8,7 @@ from retrieval.chunking import ChunkingConfig
 from retrieval.dense import Embedder, MiniLMEmbedder
 from retrieval.ranking import FusionConfig
 from retrieval.service import DEFAULT_FUSION, Retriever
-from retrieval.sparse import Bm25Encoder, SparseEncoder
+from retrieval.sparse import EdgeBm25Encoder, SparseEncoder
 from retrieval.store import EdgeStore, QdrantClientStore, VectorStore
 
 
@@ -30,7 +30,8 @@ def open_retriever(
             non-URL value is taken as a qdrant-client local-mode path (or ":memory:").
         qdrant_api_key: the server's API key.
         embedder: dense encoder (default all-MiniLM-L6-v2 from its PyPI package).
-        sparse: sparse encoder (default our BM25).
+        sparse: sparse encoder (default qdrant-edge's BM25 with the Snowball stemmer: on
+            SciFact it beat our light-stemmer BM25, nDCG@10 0.690 vs 0.675).
         chunking: chunk budget and overlap.
         fusion: default hybrid fusion.
 
@@ -46,7 +47,7 @@ def open_retriever(
     return Retriever(
         store,
         embedder or MiniLMEmbedder(),
-        sparse or Bm25Encoder(),
+        sparse or EdgeBm25Encoder(),
         data_dir / "catalog",
         chunking=chunking,
         fusion=fusion,

@@ -33,7 +33,13 @@ class SparseEncoder(Protocol):
 
 
 class EdgeBm25Encoder:
-    """qdrant-edge's built-in BM25 (Snowball stemmer), kept for comparison in the eval.
+    """qdrant-edge's built-in BM25 (Snowball English stemmer and stopwords): the default.
+
+    Same split as `Bm25Encoder` (saturated tf for documents, 1.0 per query term, IDF in
+    Qdrant) and one tokenizer for both sides. Measured on SciFact (nDCG@10, sparse alone):
+    0.690 against 0.675 for `Bm25Encoder` with its light stemmer and 0.659 without stemming;
+    the difference is the stemmer. Its term ids are its own hashes: a collection must be
+    queried with the encoder (and qdrant-edge-py version) it was ingested with.
 
     Args:
         avg_len: assumed average document length in terms.

@@ -79,3 +79,17 @@ def test_term_index_is_31_bit_and_stable_across_processes() -> None:
     )
     assert other.stdout.strip() == str(here)
     assert all(0 <= i < 2**31 for i in here) and len(set(here)) == 3
+
+
+def test_edge_bm25_shares_stems_between_documents_and_queries() -> None:
+    from retrieval.sparse import EdgeBm25Encoder
+
+    encoder = EdgeBm25Encoder(avg_len=4.0)
+    doc = encoder.embed_document("Connected networks of connections")
+    query = encoder.embed_query("connecting the network")
+    assert set(query.values) == {1.0}
+    assert len(query.indices) == 2 and set(query.indices) <= set(doc.indices)
+    weights = dict(zip(doc.indices, doc.values, strict=True))
+    # "connected" and "connections" share one stem: tf 2 scores above "networks" (tf 1).
+    assert weights[query.indices[0]] != weights[query.indices[1]]
+    assert max(weights.values()) > min(weights.values())

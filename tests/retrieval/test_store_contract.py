@@ -14,7 +14,7 @@ import pytest
 from retrieval.dense import MiniLMEmbedder
 from retrieval.ranking import FusionConfig, RecencyDecay
 from retrieval.service import Retriever
-from retrieval.sparse import Bm25Encoder
+from retrieval.sparse import Bm25Encoder, EdgeBm25Encoder
 from retrieval.store import EdgeStore, QdrantClientStore, Scope, VectorStore
 from retrieval.types import Document, ScoredChunk, SearchFilter, SearchMode
 
@@ -245,15 +245,16 @@ def _ranked(hits: list[ScoredChunk]) -> list[tuple[float, str]]:
     ],
     ids=["default-dbsf", "rrf", "rrf-weighted"],
 )
+@pytest.mark.parametrize("sparse", ["ours", "edge-bm25"])
 def test_congruence_between_stores(
-    tmp_path: Path, embedder: MiniLMEmbedder, fusion: FusionConfig
+    tmp_path: Path, embedder: MiniLMEmbedder, fusion: FusionConfig, sparse: str
 ) -> None:
     results: dict[str, list[list[tuple[float, str]]]] = {}
     for kind in ("edge", "client"):
         r = Retriever(
             make_store(kind, tmp_path / kind),
             embedder,
-            Bm25Encoder(),
+            Bm25Encoder() if sparse == "ours" else EdgeBm25Encoder(),
             tmp_path / kind / "catalog",
             fusion=fusion,
         )
