@@ -79,7 +79,7 @@ def reference_fusions() -> list[tuple[str, FusionConfig]]:
     """The default fusion and two RRF references, scored in every normal run."""
     return [
         ("hybrid (default: dbsf)", DEFAULT_FUSION),
-        ("hybrid rrf k=2 w=1/1.5", FusionConfig("rrf", 2, 1.0, 1.5, 100)),
+        ("hybrid rrf k=10 w=1/1", FusionConfig("rrf", 10, 1.0, 1.0, 100)),
         ("hybrid rrf k=60 w=1/1", FusionConfig("rrf", 60, 1.0, 1.0, 100)),
     ]
 
