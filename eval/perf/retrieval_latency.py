@@ -119,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="ragdock-lat-") as work:
             stores: dict[str, VectorStore] = {
                 "edge": EdgeStore(Path(work) / "edge"),
-                "qdrant-client local": QdrantClientStore.connect(str(Path(work) / "qc")),
+                # In memory: local mode persists every upsert to SQLite otherwise, minutes at 100k.
+                "qdrant-client local": QdrantClientStore.connect(":memory:"),
             }
             fills = {name: fill(store, size) for name, store in stores.items()}
             # Same stores, two query paths: precomputed vectors, or the real MiniLM model.
