@@ -174,7 +174,7 @@ def print_table(rows: list[tuple[str, int, str, int, float, float, float]]) -> N
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Hybrid query latency (RRF, top 5, tenant filter), side by side")
+    table = Table(title="Hybrid query latency (default fusion, top 5, tenant filter), side by side")
     for column in ("store", "chunks", "query", "n", "p50 ms", "p95 ms", "upsert s"):
         table.add_column(column, justify="right")
     for name, size, label, n, p50, p95, fill_s in rows:
