@@ -25,7 +25,7 @@ from retrieval.chunking import chunk_document
 from retrieval.dense import MiniLMEmbedder
 from retrieval.extract import extract_text
 from retrieval.service import Retriever
-from retrieval.sparse import Bm25Encoder
+from retrieval.sparse import EdgeBm25Encoder
 from retrieval.store import EdgeStore
 from retrieval.types import Document
 
@@ -95,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raw.append(len(texts) / (time.perf_counter() - started))
         with tempfile.TemporaryDirectory(prefix="ragdock-ingest-") as work:
             retriever = Retriever(
-                EdgeStore(Path(work) / "qdrant"), embedder, Bm25Encoder(), Path(work) / "catalog"
+                EdgeStore(Path(work) / "qdrant"),
+                embedder,
+                EdgeBm25Encoder(),
+                Path(work) / "catalog",
             )
             retriever.create_collection("bench")
             started = time.perf_counter()
