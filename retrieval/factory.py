@@ -1,0 +1,54 @@
+"""Build a `Retriever` from plain settings (the gateway calls this in its `build_app`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retrieval.chunking import ChunkingConfig
+from retrieval.dense import Embedder, MiniLMEmbedder
+from retrieval.ranking import FusionConfig
+from retrieval.service import DEFAULT_FUSION, Retriever
+from retrieval.sparse import EdgeBm25Encoder, SparseEncoder
+from retrieval.store import EdgeStore, QdrantClientStore, VectorStore
+
+
+def open_retriever(
+    data_dir: Path,
+    *,
+    qdrant_url: str | None = None,
+    qdrant_api_key: str | None = None,
+    embedder: Embedder | None = None,
+    sparse: SparseEncoder | None = None,
+    chunking: ChunkingConfig = ChunkingConfig(),
+    fusion: FusionConfig = DEFAULT_FUSION,
+) -> Retriever:
+    """The default retriever: embedded Qdrant under `data_dir`, or a Qdrant server by URL.
+
+    Args:
+        data_dir: holds `qdrant/` (embedded shards) and `catalog/` (document catalogs).
+        qdrant_url: a Qdrant server URL; when given, the embedded engine is not used. A
+            non-URL value is taken as a qdrant-client local-mode path (or ":memory:").
+        qdrant_api_key: the server's API key.
+        embedder: dense encoder (default all-MiniLM-L6-v2 from its PyPI package).
+        sparse: sparse encoder (default qdrant-edge's BM25 with the Snowball stemmer: on
+            SciFact it beat our light-stemmer BM25, nDCG@10 0.690 vs 0.675).
+        chunking: chunk budget and overlap.
+        fusion: default hybrid fusion.
+
+    Returns:
+        A retriever; call `close()` when done.
+    """
+    data_dir = Path(data_dir)
+    store: VectorStore
+    if qdrant_url:
+        store = QdrantClientStore.connect(qdrant_url, api_key=qdrant_api_key)
+    else:
+        store = EdgeStore(data_dir / "qdrant")
+    return Retriever(
+        store,
+        embedder or MiniLMEmbedder(),
+        sparse or EdgeBm25Encoder(),
+        data_dir / "catalog",
+        chunking=chunking,
+        fusion=fusion,
+    )

@@ -1,0 +1,216 @@
+"""`QdrantClientStore`: a Qdrant server (or cluster) by URL through qdrant-client.
+
+qdrant-client's local mode (`location=":memory:"` or `path=...`) speaks the same API, which is
+how the contract tests exercise this code path without a server.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from retrieval.store.base import (
+    DENSE,
+    DOC_FIELD,
+    META_FIELD,
+    REV_FIELD,
+    SPARSE,
+    TENANT_FIELD,
+    UPDATED_FIELD,
+    Hit,
+    Scope,
+    StoredPoint,
+    StoreQuery,
+)
+from retrieval.store.edge import check_collection_name
+
+
+def client_filter(scope: Scope) -> Any:
+    """Translate a `Scope` into a qdrant-client `models.Filter`."""
+    from qdrant_client import models as m
+
+    must: list[Any] = [m.FieldCondition(key=TENANT_FIELD, match=m.MatchValue(value=scope.tenant))]
+    if scope.doc_ids is not None:
+        must.append(m.FieldCondition(key=DOC_FIELD, match=m.MatchAny(any=list(scope.doc_ids))))
+    if scope.revs is not None:
+        must.append(m.FieldCondition(key=REV_FIELD, match=m.MatchAny(any=list(scope.revs))))
+    for key, value in sorted(scope.metadata.items()):
+        path = f"{META_FIELD}.{key}"
+        if isinstance(value, float):
+            must.append(m.FieldCondition(key=path, range=m.Range(gte=value, lte=value)))
+        else:
+            must.append(m.FieldCondition(key=path, match=m.MatchValue(value=value)))
+    if scope.updated_from or scope.updated_before:
+        # The model is typed for datetime but accepts RFC 3339 strings, as the server does.
+        window = m.DatetimeRange(gte=scope.updated_from, lt=scope.updated_before)  # type: ignore[arg-type]
+        must.append(m.FieldCondition(key=UPDATED_FIELD, range=window))
+    must_not: list[Any] = []
+    if scope.hidden_revs:
+        hidden = m.MatchAny(any=sorted(scope.hidden_revs))
+        must_not.append(m.FieldCondition(key=REV_FIELD, match=hidden))
+    return m.Filter(must=must, must_not=must_not or None)
+
+
+class QdrantClientStore:
+    """Collections on a Qdrant server, or in qdrant-client's local mode for tests.
+
+    Args:
+        client: a `qdrant_client.QdrantClient` (built by the caller: URL, API key, timeouts).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    def connect(cls, location: str, *, api_key: str | None = None) -> QdrantClientStore:
+        """Build from a URL (`http://...`), a local path, or `":memory:"`.
+
+        Args:
+            location: server URL, local-mode directory, or ":memory:".
+            api_key: the server's API key, if any.
+
+        Returns:
+            The store.
+        """
+        from qdrant_client import QdrantClient
+
+        if location == ":memory:":
+            return cls(QdrantClient(location=":memory:"))
+        if location.startswith(("http://", "https://")):
+            return cls(QdrantClient(url=location, api_key=api_key))
+        return cls(QdrantClient(path=location))
+
+    def create_collection(self, name: str, dim: int) -> None:
+        """Create the collection with both vectors and the payload indexes (idempotent)."""
+        from qdrant_client import models as m
+
+        if self.collection_exists(name):
+            return
+        self._client.create_collection(
+            collection_name=name,
+            vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+        )
+        indexes: list[tuple[str, Any]] = [
+            (TENANT_FIELD, m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, is_tenant=True)),
+            (DOC_FIELD, m.PayloadSchemaType.KEYWORD),
+            (REV_FIELD, m.PayloadSchemaType.KEYWORD),
+            (UPDATED_FIELD, m.PayloadSchemaType.DATETIME),
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # local mode warns that indexes are no-ops there
+            for field_name, schema in indexes:
+                self._client.create_payload_index(name, field_name=field_name, field_schema=schema)
+
+    def list_collections(self) -> list[str]:
+        """Collection names, sorted."""
+        return sorted(c.name for c in self._client.get_collections().collections)
+
+    def collection_exists(self, name: str) -> bool:
+        """Whether the collection exists."""
+        return bool(self._client.collection_exists(check_collection_name(name)))
+
+    def delete_collection(self, name: str) -> None:
+        """Drop the collection."""
+        self._client.delete_collection(check_collection_name(name))
+
+    def upsert(self, name: str, points: Sequence[StoredPoint]) -> None:
+        """Insert or replace points, waiting until they are applied."""
+        from qdrant_client import models as m
+
+        if not points:
+            return
+        batch = [
+            m.PointStruct(
+                id=point.point_id,
+                vector={
+                    DENSE: list(point.dense),
+                    SPARSE: m.SparseVector(
+                        indices=list(point.sparse.indices), values=list(point.sparse.values)
+                    ),
+                },
+                payload=dict(point.payload),
+            )
+            for point in points
+        ]
+        self._client.upsert(collection_name=name, points=batch, wait=True)
+
+    def delete_revs(self, name: str, tenant: str, revs: Sequence[str]) -> None:
+        """Delete the points of these revisions of `tenant`."""
+        from qdrant_client import models as m
+
+        if revs:
+            selector = m.FilterSelector(
+                filter=client_filter(Scope(tenant=tenant, revs=tuple(revs)))
+            )
+            self._client.delete(collection_name=name, points_selector=selector, wait=True)
+
+    def query(self, name: str, request: StoreQuery) -> list[Hit]:
+        """Dense, sparse or hybrid (fused by Qdrant) search."""
+        from qdrant_client import models as m
+
+        flt = client_filter(request.scope)
+        idf = m.SearchParams(idf=m.IdfCorpusParams(corpus=client_filter(request.scope.corpus())))
+        branches: list[tuple[Any, str, Any]] = []
+        if request.dense is not None:
+            branches.append((list(request.dense), DENSE, None))
+        if request.sparse is not None:
+            vector = m.SparseVector(
+                indices=list(request.sparse.indices), values=list(request.sparse.values)
+            )
+            branches.append((vector, SPARSE, idf))
+        if not branches:
+            raise ValueError("a query needs a dense or a sparse vector")
+        if len(branches) == 1:
+            query, using, params = branches[0]
+            response = self._client.query_points(
+                collection_name=name,
+                query=query,
+                using=using,
+                query_filter=flt,
+                search_params=params,
+                limit=request.limit,
+                with_payload=True,
+            )
+        else:
+            fusion = request.fusion
+            fuse: Any = (
+                m.FusionQuery(fusion=m.Fusion.DBSF)
+                if fusion.method == "dbsf"
+                else m.RrfQuery(
+                    rrf=m.Rrf(k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight])
+                )
+            )
+            prefetch = [
+                m.Prefetch(
+                    query=query, using=using, filter=flt, params=params, limit=fusion.prefetch
+                )
+                for query, using, params in branches
+            ]
+            response = self._client.query_points(
+                collection_name=name,
+                prefetch=prefetch,
+                query=fuse,
+                limit=request.limit,
+                with_payload=True,
+            )
+        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+
+    def scroll(self, name: str, scope: Scope, limit: int) -> list[Hit]:
+        """Up to `limit` points of the scope."""
+        records, _ = self._client.scroll(
+            collection_name=name, scroll_filter=client_filter(scope), limit=limit, with_payload=True
+        )
+        return [Hit(str(r.id), 0.0, r.payload or {}) for r in records]
+
+    def count(self, name: str, scope: Scope) -> int:
+        """Exact count of the scope's points."""
+        result = self._client.count(
+            collection_name=name, count_filter=client_filter(scope), exact=True
+        )
+        return int(result.count)
+
+    def close(self) -> None:
+        """Close the client."""
+        self._client.close()
