@@ -112,6 +112,32 @@ class Settings(BaseSettings):
         None, description="Model id of the base, to match adapters against (default: derived)."
     )
 
+    # --- retrieval ------------------------------------------------------------------------
+    data_dir: Path | None = Field(
+        None, description="Embedded Qdrant store and document catalogs; default HOME/data."
+    )
+    qdrant_url: str | None = Field(
+        None, description="A Qdrant server or cluster instead of the embedded engine."
+    )
+    qdrant_api_key: SecretStr | None = None
+    rag_top_k: int = Field(5, ge=1, le=50, description="Sources given to the model by default.")
+    rag_min_score: float = Field(
+        0.35,
+        description="Retrieval gate: abstain without calling the model when the best source's "
+        "dense cosine similarity is below this (per collection: rag_collection_min_scores).",
+    )
+    rag_collection_min_scores: dict[str, float] = Field(default_factory=dict)
+    rag_models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="RAG switched on per model name: {model: {collection, top_k, min_score}}.",
+    )
+    abstention_message: str = Field(
+        "I don't know based on the provided sources.",
+        description="What the gateway (and a grounded adapter) answers without support.",
+    )
+    max_document_bytes: int = Field(10 * 2**20, ge=1, description="Largest document upload.")
+    demo_documents: bool = Field(True, description="`ragdock up` ingests the demo set once.")
+
     # --- gateway --------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Forced to 127.0.0.1 when no API keys are set.")
     port: int = Field(8000, ge=1, le=65535)
@@ -192,6 +218,10 @@ class Settings(BaseSettings):
     @property
     def base_engine_model(self) -> str:
         return self.engine_model or self.served_model_name
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir or self.home / "data"
 
     @property
     def registry_dir(self) -> Path:

@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from adapters.registry import AdapterRegistry
 from adapters.validation import AdapterLimits
 from ragdock.settings import Settings
+from retrieval.service import Retriever
 from server import health
 from server.adapters_api import router as adapters_router
 from server.adapters_api.service import AdapterService
 from server.auth import KeyRing
 from server.base_model import served_base_identity, served_module_shapes
+from server.documents_api import router as documents_router
+from server.documents_api.service import DocumentService
 from server.engine_client import EngineClient
 from server.errors import install_error_handlers
 from server.lora_manager import LoraManager
@@ -23,6 +27,7 @@ from server.metrics import GatewayMetrics
 from server.model_catalog import ModelCatalog
 from server.openai_api import router as openai_router
 from server.openai_api.serving import CompletionService
+from server.rag.service import RagService
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,20 @@ def build_engine_client(settings: Settings) -> EngineClient:
         max_connections=settings.engine_max_connections,
         retry_after_s=settings.retry_after_s,
         api_key=api_key,
+    )
+
+
+def open_retrieval(settings: Settings) -> Retriever | None:
+    """The retriever over the embedded Qdrant engine (or a Qdrant server), or None when the
+    retrieval extra is not installed (a gateway that only proxies the engine)."""
+    try:
+        from retrieval.factory import open_retriever
+    except ImportError as exc:
+        log.warning("retrieval disabled: %s (install ragdock[retrieval])", exc)
+        return None
+    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    return open_retriever(
+        settings.store_dir, qdrant_url=settings.qdrant_url, qdrant_api_key=api_key
     )
 
 
@@ -79,8 +98,26 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         engine_resolves=settings.adapter_loading == "resolver",
     )
 
+    retriever = open_retrieval(settings)
+    rag = (
+        RagService(
+            retriever,
+            default_top_k=settings.rag_top_k,
+            default_min_score=settings.rag_min_score,
+            collection_min_scores=settings.rag_collection_min_scores,
+            model_defaults=settings.rag_models,
+            metrics=metrics,
+            retry_after_s=settings.retry_after_s,
+        )
+        if retriever
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if retriever is not None:
+            # Load the embedder now, not on the first user's request.
+            await run_in_threadpool(retriever.embedder.embed_query, "warm up")
         if not settings.auth_enabled:
             log.warning(
                 "NO API KEYS CONFIGURED: every request is accepted, so the gateway listens on "
@@ -88,6 +125,8 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
             )
         yield
         await engine_client.aclose()
+        if retriever is not None:
+            retriever.close()
 
     app = FastAPI(
         title="ragdock gateway",
@@ -100,11 +139,20 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.state.catalog = catalog
     app.state.keyring = KeyRing(settings.api_keys)
     app.state.metrics = metrics
-    app.state.completion_service = CompletionService(engine_client, catalog, loras, metrics)
+    app.state.completion_service = CompletionService(
+        engine_client, catalog, loras, metrics, rag, settings.abstention_message
+    )
+    app.state.rag_service = rag
+    app.state.document_service = (
+        DocumentService(retriever, max_document_bytes=settings.max_document_bytes)
+        if retriever
+        else None
+    )
     app.state.adapter_service = AdapterService(registry, loras, settings.adapter_max_upload_bytes)
 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)
     app.include_router(adapters_router.router)
+    app.include_router(documents_router.router)
     return app

@@ -16,6 +16,7 @@ import httpx
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from engine.cli import engine_spec, wait_with_progress
@@ -80,6 +81,7 @@ def _load(config: Path | None, **overrides: object) -> Settings:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     console.print(Panel("\n".join(settings.describe()), title="ragdock settings", expand=False))
     return settings
 
@@ -149,15 +151,86 @@ def _announce(server: uvicorn.Server, settings: Settings, demo: bool) -> None:
         _demo_answer(base, model)
 
 
+DEMO_COLLECTION = "demo"
+DEMO_ADAPTER = "grounded"
+COVERED_QUESTION = "Which port does the ragdock gateway listen on by default?"
+UNCOVERED_QUESTION = "What is the boiling point of mercury?"
+
+
 def _demo_answer(base: str, model: str) -> None:
+    """Show real answers through the gateway: a completion, then grounded chat over the demo
+    documents (one covered question, one the documents do not cover)."""
+    http = httpx.Client(base_url=base, timeout=120)
     prompt = "The capital of France is"
     try:
-        reply = httpx.post(
-            f"{base}/v1/completions",
+        reply = http.post(
+            "/v1/completions",
             json={"model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0},
-            timeout=60,
         )
         text = reply.json()["choices"][0]["text"]
-        console.print(f"[bold]first answer through the gateway[/]: {prompt}[green]{text}[/]")
+        console.print(
+            f"[bold]first answer through the gateway[/]: {prompt}[green]{escape(text)}[/]"
+        )
+        if http.get("/v1/collections").status_code != 200:
+            return  # retrieval is not installed
+        chat_model = _prepare_demo(http, model)
+        for question in (COVERED_QUESTION, UNCOVERED_QUESTION):
+            _ask_grounded(http, chat_model, question)
     except (httpx.HTTPError, KeyError, ValueError) as exc:
         console.print(f"[yellow]demo request failed: {exc}[/]")
+
+
+def _prepare_demo(http: httpx.Client, base_model: str) -> str:
+    """Ingest the demo documents (idempotent) and register the shipped grounded adapter."""
+    http.post("/v1/collections", json={"name": DEMO_COLLECTION})
+    docs = sorted((Path(__file__).parents[1] / "ragdock" / "demo_docs").glob("*.md"))
+    files = [("files", (p.name, p.read_bytes(), "text/markdown")) for p in docs]
+    ingest = http.post(f"/v1/collections/{DEMO_COLLECTION}/documents/upload", files=files)
+    ingest.raise_for_status()
+    result = ingest.json()
+    console.print(
+        f"demo collection '{DEMO_COLLECTION}': {len(docs)} documents "
+        f"({result['added']} added, {result['unchanged']} unchanged, {result['chunks']} chunks)"
+    )
+    shipped = Path(__file__).parents[1] / "adapters" / "demo" / DEMO_ADAPTER
+    if not (shipped / "adapter_config.json").is_file():
+        return base_model
+    if http.get(f"/v1/adapters/{DEMO_ADAPTER}").status_code == 404:
+        shipped_files = sorted(p for p in shipped.iterdir() if p.is_file())
+        weights = [("files", (p.name, p.read_bytes())) for p in shipped_files]
+        pushed = http.post("/v1/adapters/upload", files=weights, data={"name": DEMO_ADAPTER})
+        pushed.raise_for_status()
+        version = pushed.json()["version"]
+        # The shipped adapter carries the eval report that passed its gate.
+        http.post(f"/v1/adapters/{DEMO_ADAPTER}/{version}/promote", json={"alias": "prod"})
+    return DEMO_ADAPTER
+
+
+def _ask_grounded(http: httpx.Client, model: str, question: str) -> None:
+    reply = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "rag": {"collection": DEMO_COLLECTION},
+        },
+    )
+    reply.raise_for_status()
+    body = reply.json()
+    grounding = body["grounding"]
+    answer = body["choices"][0]["message"]["content"]
+    lines = [
+        f"[bold]Q:[/] {escape(question)}",
+        f"[bold]A ({model}):[/] [green]{escape(answer.strip())}[/]",
+    ]
+    for source in body["sources"][:3]:
+        lines.append(escape(f"   [{source['index']}] {source['title']} ({source['uri']})"))
+    top = grounding["top_score"]
+    similarity = "none" if top is None else f"{top:.3f}"
+    lines.append(
+        f"   grounding: {grounding['status']} ({grounding['reason']}; best source similarity "
+        f"{similarity}, gate {grounding['threshold']})"
+    )
+    console.print("\n".join(lines))

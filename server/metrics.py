@@ -57,5 +57,22 @@ class GatewayMetrics:
             "ragdock_adapters_loaded", "Adapters resident in the engine.", registry=r
         )
 
+        self.retrieval_latency = Histogram(
+            "ragdock_retrieval_duration_seconds", "Time to search a collection (embed + query).",
+            ["collection"], buckets=_LOAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.retrieval_errors = Counter(
+            "ragdock_retrieval_errors", "Searches that failed in the vector store.",
+            ["collection"], registry=r,
+        )  # fmt: skip
+        self.rag_answers = Counter(
+            "ragdock_rag_answers", "Grounded chat outcomes: answered or abstained, and why.",
+            ["collection", "status", "reason"], registry=r,
+        )  # fmt: skip
+        self.retrieval_top_score = Histogram(
+            "ragdock_retrieval_top_score", "Dense similarity of the best source (gate input).",
+            ["collection"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), registry=r,
+        )  # fmt: skip
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -74,7 +74,14 @@ def start_gateway(
     engine_url: str, log_file: Path, env: Mapping[str, str] | None = None, *extra_args: str
 ) -> GatewayProcess:
     port = free_port()
-    full_env = {**os.environ, "RAGDOCK_LOG_LEVEL": "warning", **(env or {})}
+    # Each gateway owns its embedded store and registry (the engine locks its directory).
+    full_env = {
+        **os.environ,
+        "RAGDOCK_LOG_LEVEL": "warning",
+        "RAGDOCK_DATA_DIR": str(log_file.parent / f"data-{port}"),
+        "RAGDOCK_ADAPTERS_DIR": str(log_file.parent / f"adapters-{port}"),
+        **(env or {}),
+    }
     handle = log_file.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ragdock.cli", "serve", "--engine-url", engine_url,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from server.auth import current_principal
+from server.auth import CurrentPrincipal, current_principal
 from server.model_catalog import ModelCatalog
 from server.openai_api.protocol import (
     ChatCompletionRequest,
@@ -34,8 +34,10 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(current_principal)], tags
 
 
 @router.post("/chat/completions", response_model=None)
-async def create_chat_completion(body: ChatCompletionRequest, service: ServiceDep) -> Response:
-    return await service.chat(body)
+async def create_chat_completion(
+    body: ChatCompletionRequest, principal: CurrentPrincipal, service: ServiceDep
+) -> Response:
+    return await service.chat(body, principal)
 
 
 @router.post("/completions", response_model=None)

@@ -12,24 +12,51 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from server.auth import Principal
 from server.engine_client import EngineClient, EngineReply
-from server.errors import EngineUnavailableError, GatewayError, error_body, sse_error_event
+from server.errors import (
+    EngineUnavailableError,
+    GatewayError,
+    InvalidRequestError,
+    error_body,
+    sse_error_event,
+)
 from server.lora_manager import LoraManager
 from server.metrics import GatewayMetrics
 from server.model_catalog import ModelCatalog, ResolvedModel
 from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest
+from server.rag.grounding import (
+    abstention_completion,
+    abstention_events,
+    grounded_conversation,
+    post_check,
+    question_of,
+    sse,
+)
+from server.rag.protocol import Grounding, RagOptions
+from server.rag.service import RagService, RetrievalOutcome
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _USAGE_MARK = b'"usage":{'
 _FINAL_CHUNK_MARK = b'"choices":[]'  # the usage-only chunk; others may carry running usage
+
+
+@dataclass(frozen=True)
+class GroundingContext:
+    """A chat request being answered over retrieved sources."""
+
+    collection: str
+    outcome: RetrievalOutcome
+    messages: list[dict[str, Any]]
 
 
 class CompletionService:
@@ -39,20 +66,81 @@ class CompletionService:
         catalog: ModelCatalog,
         loras: LoraManager,
         metrics: GatewayMetrics,
+        rag: RagService | None = None,
+        abstention_message: str = "",
     ) -> None:
         self._engine = engine
         self._catalog = catalog
         self._loras = loras
         self._metrics = metrics
+        self._rag = rag
+        self._abstention = abstention_message
 
-    async def chat(self, request: ChatCompletionRequest) -> Response:
-        return await self._forward("chat", CHAT_PATH, request)
+    async def chat(self, request: ChatCompletionRequest, principal: Principal) -> Response:
+        options = self._rag_options(request)
+        if options is None:
+            return await self._forward("chat", CHAT_PATH, request)
+        return await self._grounded_chat(request, options, principal)
+
+    def _rag_options(self, request: ChatCompletionRequest) -> RagOptions | None:
+        if self._rag is None:
+            if request.rag is not None:
+                raise InvalidRequestError("Retrieval is not enabled on this gateway", param="rag")
+            return None
+        return self._rag.options_for(request.model, request.rag)
+
+    async def _grounded_chat(
+        self, request: ChatCompletionRequest, options: RagOptions, principal: Principal
+    ) -> Response:
+        assert self._rag is not None
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        outcome = await self._rag.retrieve(
+            principal.tenant,
+            options.collection,
+            question_of(messages),
+            top_k=options.top_k,
+            mode=options.mode,
+            filter=options.filter,
+            min_score=options.min_score,
+        )
+        if outcome.top_score is not None:
+            self._metrics.retrieval_top_score.labels(options.collection).observe(outcome.top_score)
+        if not outcome.passed_gate:
+            # Nothing supports an answer: say so without spending the engine's time.
+            return self._abstain(request, options.collection, outcome)
+        conversation = grounded_conversation(messages, outcome.sources, self._abstention)
+        context = GroundingContext(options.collection, outcome, conversation)
+        return await self._forward("chat", CHAT_PATH, request, grounding=context)
+
+    def _abstain(
+        self, request: ChatCompletionRequest, collection: str, outcome: RetrievalOutcome
+    ) -> Response:
+        grounding = Grounding(
+            status="abstained",
+            reason="retrieval_gate",
+            top_score=outcome.top_score,
+            threshold=outcome.threshold,
+        )
+        self._metrics.rag_answers.labels(collection, "abstained", "retrieval_gate").inc()
+        self._metrics.requests.labels("chat", "_abstained", "200").inc()
+        if request.stream:
+            usage = bool(request.stream_options and request.stream_options.include_usage)
+            events = abstention_events(request.model, self._abstention, grounding, usage)
+            return StreamingResponse(
+                _iterate(events), media_type="text/event-stream", headers=_SSE_HEADERS
+            )
+        return JSONResponse(abstention_completion(request.model, self._abstention, grounding))
 
     async def complete(self, request: CompletionRequest) -> Response:
         return await self._forward("completions", COMPLETIONS_PATH, request)
 
     async def _forward(
-        self, route: str, path: str, request: ChatCompletionRequest | CompletionRequest
+        self,
+        route: str,
+        path: str,
+        request: ChatCompletionRequest | CompletionRequest,
+        *,
+        grounding: GroundingContext | None = None,
     ) -> Response:
         started = time.perf_counter()
         try:
@@ -69,7 +157,10 @@ class CompletionService:
         status = 500
         try:
             payload = request.model_dump(exclude_unset=True)
+            payload.pop("rag", None)  # the gateway's own field: the engine must not see it
             payload["model"] = label
+            if grounding is not None:
+                payload["messages"] = grounding.messages
             client_wants_usage = bool(
                 request.stream_options and request.stream_options.include_usage
             )
@@ -84,6 +175,8 @@ class CompletionService:
                 if status != 200:
                     return _engine_error(status, reply.content)
                 self._count_usage(label, reply.content)
+                if grounding is not None:
+                    return JSONResponse(self._ground_answer(reply.content, grounding))
                 return Response(reply.content, media_type=reply.content_type)
 
             upstream = await self._open_with_reload(path, body, model)
@@ -93,7 +186,14 @@ class CompletionService:
                 await upstream.aclose()
                 return _engine_error(status, content)
             handed_to_stream = True
-            events = self._relay_events(upstream, route, label, model, started, client_wants_usage)
+            if grounding is not None:
+                events = self._relay_grounded(
+                    upstream, route, label, model, started, client_wants_usage, grounding
+                )
+            else:
+                events = self._relay_events(
+                    upstream, route, label, model, started, client_wants_usage
+                )
             return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
         except GatewayError as exc:
             status = exc.status_code
@@ -151,6 +251,80 @@ class CompletionService:
         finally:
             self._finish(route, label, model, 200, started)
 
+    async def _relay_grounded(
+        self,
+        upstream: httpx.Response,
+        route: str,
+        label: str,
+        model: ResolvedModel,
+        started: float,
+        client_wants_usage: bool,
+        grounding: GroundingContext,
+    ) -> AsyncIterator[bytes]:
+        """Relay a grounded stream event by event: sources first, the answer as it comes, then
+        the grounding verdict (which needs the whole answer) just before [DONE]."""
+        sources = [s.model_dump() for s in grounding.outcome.sources]
+        yield sse(
+            {"object": "chat.completion.chunk", "model": label, "choices": [], "sources": sources}
+        )
+        answer: list[str] = []
+        pending = b""
+        first = True
+        try:
+            async for chunk in self._engine.relay(upstream):
+                if first:
+                    self._metrics.ttft.labels(label).observe(time.perf_counter() - started)
+                    first = False
+                pending += chunk
+                *events, pending = pending.split(b"\n\n")
+                for event in events:
+                    out = self._grounded_event(event, label, answer, grounding, client_wants_usage)
+                    if out:
+                        yield out
+        except EngineUnavailableError as exc:
+            yield sse_error_event(exc)
+        finally:
+            self._finish(route, label, model, 200, started)
+
+    def _grounded_event(
+        self,
+        event: bytes,
+        label: str,
+        answer: list[str],
+        grounding: GroundingContext,
+        client_wants_usage: bool,
+    ) -> bytes:
+        if not event.startswith(b"data: "):
+            return event + b"\n\n" if event else b""
+        if event == b"data: [DONE]":
+            verdict = self._verdict("".join(answer), grounding)
+            return sse({"object": "chat.completion.chunk", "model": label, "choices": [],
+                        "grounding": verdict.model_dump()}) + event + b"\n\n"  # fmt: skip
+        data = json.loads(event[6:])
+        for choice in data.get("choices") or []:
+            answer.append((choice.get("delta") or {}).get("content") or "")
+        if data.get("usage") and not data.get("choices"):
+            self._record_usage(label, data["usage"])
+            if not client_wants_usage:
+                return b""
+        return event + b"\n\n"
+
+    def _ground_answer(self, content: bytes, grounding: GroundingContext) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(content)
+        choices = body.get("choices") or [{}]
+        answer = (choices[0].get("message") or {}).get("content") or ""
+        body["sources"] = [s.model_dump() for s in grounding.outcome.sources]
+        body["grounding"] = self._verdict(answer, grounding).model_dump()
+        return body
+
+    def _verdict(self, answer: str, grounding: GroundingContext) -> Grounding:
+        outcome = grounding.outcome
+        verdict = post_check(
+            answer, len(outcome.sources), self._abstention, outcome.top_score, outcome.threshold
+        )
+        self._metrics.rag_answers.labels(grounding.collection, verdict.status, verdict.reason).inc()
+        return verdict
+
     def _take_usage(self, label: str, chunk: bytes, *, keep: bool) -> bytes:
         """Count the usage event's tokens; drop the event unless the client asked for usage."""
         events = chunk.split(b"\n\n")
@@ -186,6 +360,11 @@ class CompletionService:
         self._metrics.in_flight.labels(route, label).dec()
         if model.adapter:
             self._loras.release(label)
+
+
+async def _iterate(items: list[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
 
 
 def _engine_error(status_code: int, content: bytes) -> Response:

@@ -1,0 +1,1 @@
+"""Collections, documents (ingestion with atomic replacement), search alone, and embeddings."""

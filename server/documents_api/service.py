@@ -1,0 +1,240 @@
+"""Documents and embeddings over the retriever. The retriever's calls block (embedding, the
+embedded Qdrant engine), so each runs in the thread pool, off the event loop."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import PurePath
+
+import numpy as np
+from fastapi.concurrency import run_in_threadpool
+
+from retrieval.service import Retriever
+from retrieval.types import Document, DocumentInfo
+from server.documents_api.protocol import (
+    DocumentDetail,
+    DocumentIn,
+    DocumentOut,
+    DocumentPageOut,
+    EmbeddingData,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    IngestResult,
+)
+from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError, NotFoundError
+from server.rag.service import _source
+
+_CONTENT_TYPES = {
+    ".txt": "text/plain",
+    ".text": "text/plain",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".pdf": "application/pdf",
+}
+EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+class PayloadTooLargeError(GatewayError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "payload_too_large"
+
+
+class DocumentService:
+    def __init__(self, retriever: Retriever, *, max_document_bytes: int) -> None:
+        self.retriever = retriever
+        self._max_bytes = max_document_bytes
+
+    # --- collections -----------------------------------------------------------------------
+    async def create_collection(self, name: str) -> None:
+        try:
+            await run_in_threadpool(self.retriever.create_collection, name)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), param="name") from exc
+
+    async def list_collections(self) -> list[str]:
+        return await run_in_threadpool(self.retriever.list_collections)
+
+    async def delete_collection(self, name: str) -> None:
+        if name not in await self.list_collections():
+            raise _no_collection(name)
+        await run_in_threadpool(self.retriever.delete_collection, name)
+
+    # --- documents -------------------------------------------------------------------------
+    async def ingest(
+        self, collection: str, tenant: str, documents: list[DocumentIn]
+    ) -> IngestResult:
+        docs = [
+            Document(
+                doc_id=d.id,
+                text=d.text,
+                title=d.title,
+                uri=d.uri,
+                updated_at=d.updated_at,
+                version=d.version,
+                content_type=d.content_type,
+                metadata=d.metadata,
+            )
+            for d in documents
+        ]
+        for doc in docs:
+            if len(doc.text.encode()) > self._max_bytes:
+                raise PayloadTooLargeError(
+                    f"document {doc.doc_id!r} is over the {self._max_bytes} byte limit",
+                    param="text",
+                )
+        try:
+            report = await run_in_threadpool(self.retriever.ingest, collection, tenant, docs)
+        except KeyError:
+            raise _no_collection(collection) from None
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+        return IngestResult(
+            added=report.added, replaced=report.replaced, unchanged=report.unchanged,
+            chunks=report.chunks, document_ids=[d.doc_id for d in docs],
+        )  # fmt: skip
+
+    def document_from_upload(
+        self, filename: str, content: bytes, *, doc_id: str | None, title: str | None
+    ) -> DocumentIn:
+        """Turn an uploaded file into a document (txt, md, html, pdf).
+
+        Raises:
+            PayloadTooLargeError: the file is over the size limit.
+            InvalidRequestError: an unsupported type, or content that cannot be read.
+        """
+        if len(content) > self._max_bytes:
+            raise PayloadTooLargeError(
+                f"{filename} is {len(content)} bytes, over the {self._max_bytes} byte limit"
+            )
+        suffix = PurePath(filename).suffix.lower()
+        content_type = _CONTENT_TYPES.get(suffix)
+        if content_type is None:
+            raise InvalidRequestError(
+                f"{filename}: unsupported file type {suffix or '(none)'}; upload "
+                f"{', '.join(sorted(_CONTENT_TYPES))}",
+                param="files",
+            )
+        if content_type == "application/pdf":
+            text, content_type = _pdf_text(filename, content), "text/plain"
+        else:
+            try:
+                text = content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidRequestError(f"{filename} is not UTF-8 text", param="files") from exc
+        if not text.strip():
+            raise InvalidRequestError(f"{filename} has no text to index", param="files")
+        stem = PurePath(filename).stem
+        title = title or _first_heading(text) if content_type == "text/markdown" else title
+        return DocumentIn.model_validate(
+            {"id": doc_id or stem, "text": text, "title": title or stem, "uri": filename,
+             "content_type": content_type}
+        )  # fmt: skip
+
+    async def list_documents(
+        self, collection: str, tenant: str, limit: int, after: str | None
+    ) -> DocumentPageOut:
+        try:
+            page = await run_in_threadpool(
+                lambda: self.retriever.list_documents(collection, tenant, limit=limit, after=after)
+            )
+        except KeyError:
+            raise _no_collection(collection) from None
+        return DocumentPageOut(
+            data=[_document_out(d) for d in page.documents], next_after=page.next_after
+        )
+
+    async def get_document(self, collection: str, tenant: str, doc_id: str) -> DocumentDetail:
+        try:
+            found = await run_in_threadpool(self.retriever.get_document, collection, tenant, doc_id)
+        except KeyError:
+            raise _no_collection(collection) from None
+        if found is None:
+            raise NotFoundError(
+                f"Document '{doc_id}' not found in '{collection}'", code="document_not_found"
+            )
+        info, chunks = found
+        return DocumentDetail(
+            **_document_out(info).model_dump(),
+            chunks=[_source(i, c) for i, c in enumerate(chunks, start=1)],
+        )
+
+    async def delete_document(self, collection: str, tenant: str, doc_id: str) -> None:
+        try:
+            existed = await run_in_threadpool(
+                self.retriever.delete_document, collection, tenant, doc_id
+            )
+        except KeyError:
+            raise _no_collection(collection) from None
+        if not existed:
+            raise NotFoundError(
+                f"Document '{doc_id}' not found in '{collection}'", code="document_not_found"
+            )
+
+    # --- embeddings ------------------------------------------------------------------------
+    async def embed(self, model: str, texts: list[str], encoding_format: str) -> EmbeddingResponse:
+        if model != EMBEDDING_MODEL:
+            raise ModelNotFoundError(model)
+        if not texts or any(not t for t in texts):
+            raise InvalidRequestError("input must be non-empty text", param="input")
+        embedder = self.retriever.embedder
+        vectors = await run_in_threadpool(embedder.embed_documents, texts)
+        tokens = sum(embedder.count_tokens(t) for t in texts)
+        data = [
+            EmbeddingData(
+                index=i, embedding=_encode(np.asarray(v, dtype=np.float32), encoding_format)
+            )
+            for i, v in enumerate(vectors)
+        ]
+        return EmbeddingResponse(
+            data=data,
+            model=EMBEDDING_MODEL,
+            usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+        )
+
+
+def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return [float(x) for x in vector]
+
+
+def _pdf_text(filename: str, content: bytes) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(content))
+        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise InvalidRequestError(
+            f"{filename} is not a readable PDF ({exc})", param="files"
+        ) from exc
+
+
+def _document_out(info: DocumentInfo) -> DocumentOut:
+    return DocumentOut(
+        id=info.doc_id,
+        version=info.version,
+        chunk_count=info.chunk_count,
+        title=info.title,
+        uri=info.uri,
+        updated_at=info.updated_at,
+    )
+
+
+def _no_collection(name: str) -> NotFoundError:
+    return NotFoundError(
+        f"Collection '{name}' does not exist; create it with POST /v1/collections",
+        param="collection", code="collection_not_found",
+    )  # fmt: skip
+
+
+def _first_heading(markdown: str) -> str | None:
+    for line in markdown.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip() or None
+    return None

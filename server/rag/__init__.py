@@ -1,0 +1,1 @@
+"""Retrieval-augmented chat: the retrieval gate, grounded prompts, citations and abstention."""

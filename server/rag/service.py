@@ -1,0 +1,170 @@
+"""Retrieval for the gateway: run the hybrid search a request asks for, score the retrieval gate,
+and map store failures to clear errors (never a fabricated answer)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from retrieval.service import Retriever
+from retrieval.types import ScoredChunk, SearchFilter, SearchMode
+from server.errors import EngineUnavailableError, InvalidRequestError, NotFoundError
+from server.metrics import GatewayMetrics
+from server.rag.protocol import RagFilter, RagOptions, Source
+
+
+class RetrievalUnavailableError(EngineUnavailableError):
+    default_code = "retrieval_unavailable"
+
+
+@dataclass(frozen=True)
+class RetrievalOutcome:
+    sources: list[Source]
+    top_score: float | None
+    threshold: float
+
+    @property
+    def passed_gate(self) -> bool:
+        return (
+            bool(self.sources) and self.top_score is not None and self.top_score >= self.threshold
+        )
+
+
+class RagService:
+    def __init__(
+        self,
+        retriever: Retriever,
+        *,
+        default_top_k: int,
+        default_min_score: float,
+        collection_min_scores: dict[str, float],
+        model_defaults: dict[str, dict[str, Any]],
+        metrics: GatewayMetrics,
+        retry_after_s: int,
+    ) -> None:
+        self.retriever = retriever
+        self._top_k = default_top_k
+        self._min_score = default_min_score
+        self._collection_min_scores = collection_min_scores
+        self._model_defaults = model_defaults
+        self._metrics = metrics
+        self._retry_after_s = retry_after_s
+
+    def options_for(self, model: str, raw: Any) -> RagOptions | None:
+        """The request's `rag` field, else the RAG defaults configured for its model, else None.
+
+        Raises:
+            InvalidRequestError: the `rag` field is malformed.
+        """
+        if raw is None:
+            raw = self._model_defaults.get(model)
+            if raw is None:
+                return None
+        try:
+            return RagOptions.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidRequestError(
+                f"Invalid rag.{where}: {first['msg']}", param=f"rag.{where}"
+            ) from None
+
+    def threshold(self, collection: str, override: float | None) -> float:
+        if override is not None:
+            return float(override)
+        return self._collection_min_scores.get(collection, self._min_score)
+
+    async def retrieve(
+        self,
+        tenant: str,
+        collection: str,
+        query: str,
+        *,
+        top_k: int | None = None,
+        mode: str = "hybrid",
+        filter: RagFilter | None = None,
+        min_score: float | None = None,
+    ) -> RetrievalOutcome:
+        """Search the tenant's chunks and score the gate.
+
+        Raises:
+            NotFoundError: the collection does not exist.
+            RetrievalUnavailableError: the vector store failed.
+        """
+        started = time.perf_counter()
+        search_filter = _search_filter(filter)
+        try:
+            chunks, top_score = await run_in_threadpool(
+                self._search,
+                tenant,
+                collection,
+                query,
+                top_k or self._top_k,
+                SearchMode(mode),
+                search_filter,
+            )
+        except KeyError:
+            raise NotFoundError(
+                f"Collection '{collection}' does not exist; create it with POST /v1/collections",
+                param="collection", code="collection_not_found",
+            ) from None  # fmt: skip
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+        except Exception as exc:  # the store's own errors: never answer without the sources
+            self._metrics.retrieval_errors.labels(collection).inc()
+            raise RetrievalUnavailableError(
+                f"Retrieval failed ({type(exc).__name__}); no answer is given without its sources",
+                retry_after_s=self._retry_after_s,
+                code="retrieval_unavailable",
+            ) from exc
+        self._metrics.retrieval_latency.labels(collection).observe(time.perf_counter() - started)
+        sources = [_source(i, chunk) for i, chunk in enumerate(chunks, start=1)]
+        return RetrievalOutcome(sources, top_score, self.threshold(collection, min_score))
+
+    def _search(
+        self,
+        tenant: str,
+        collection: str,
+        query: str,
+        top_k: int,
+        mode: SearchMode,
+        flt: SearchFilter,
+    ) -> tuple[list[ScoredChunk], float | None]:
+        chunks = self.retriever.search(
+            collection, tenant, query, top_k=top_k, mode=mode, filter=flt
+        )
+        if not chunks:
+            return chunks, None
+        # Fused scores are rank-based and say nothing absolute; the gate needs a similarity.
+        best = self.retriever.search(
+            collection, tenant, query, top_k=1, mode=SearchMode.DENSE, filter=flt
+        )
+        return chunks, (best[0].score if best else None)
+
+
+def _search_filter(flt: RagFilter | None) -> SearchFilter:
+    if flt is None:
+        return SearchFilter()
+    return SearchFilter(
+        metadata=flt.metadata,
+        doc_ids=tuple(flt.doc_ids) if flt.doc_ids is not None else None,
+        updated_from=flt.updated_from,
+        updated_before=flt.updated_before,
+    )
+
+
+def _source(index: int, chunk: ScoredChunk) -> Source:
+    return Source(
+        index=index,
+        chunk_id=chunk.chunk_id,
+        doc_id=chunk.doc_id,
+        title=chunk.title,
+        uri=chunk.uri,
+        score=chunk.score,
+        text=chunk.text,
+        updated_at=chunk.updated_at,
+    )
