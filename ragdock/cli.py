@@ -6,6 +6,7 @@ import typer
 
 from adapters.cli import app as adapters_app
 from engine.cli import engine_app, model_app
+from retrieval.ingest_cli import ingest
 from server.cli import serve, up
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app.command(help="Run the gateway only, against a running engine (--engine-url).
 app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")
 app.add_typer(adapters_app, name="adapters")
+app.command(help="Ingest files into a collection of a running gateway, with progress.")(ingest)
 
 
 def main() -> None:
