@@ -9,13 +9,15 @@ visibility is decided outside the points:
    live, and which revisions are pending: `staged` (being written) or `retired` (superseded).
 3. Every read excludes the pending revisions (`must_not rev in hidden`), taking the hidden set
    from a `ReadGate` snapshot; the set is small: only documents in flight.
-4. Ingest: stage new revs in the catalog and publish them hidden -> write the points -> commit
-   (one catalog transaction: new revs live, old revs retired) and publish the new hidden set ->
-   wait until every reader that started before that publication has finished -> delete the old
-   points -> clear them from the catalog.
+4. Ingest: stage new revs in the catalog and publish them hidden -> wait until every reader
+   that started before that publication has finished (its snapshot does not hide the new
+   revs) -> write the points -> commit (one catalog transaction: new revs live, old revs
+   retired) and publish the new hidden set -> wait again for the older readers -> delete the
+   old points -> clear them from the catalog.
    A reader sees the old version up to the commit and the new one after it: never a mix (the
-   hidden set changes in one step) and never nothing (old points are deleted only after the
-   last reader that could still want them is gone).
+   hidden set changes in one step, and no point appears under a snapshot that does not hide
+   it) and never nothing (old points are deleted only after the last reader that could still
+   want them is gone).
 5. Crash recovery, when a collection is opened: points of every pending revision are deleted.
    A crash before the commit leaves the old version live (the new one was only staged); a
    crash after it leaves the new one live and the old one's points are collected.

@@ -278,7 +278,13 @@ class Retriever:
         revs = {doc_id: revision(tenant, doc_id, entry[1]) for doc_id, entry in entries.items()}
         staged = [PendingRev(rev, tenant, doc_id, "staged") for doc_id, rev in revs.items()]
         state.catalog.stage(staged)
-        state.gate.publish(state.gate.hidden | set(revs.values()))
+        epoch = state.gate.publish(state.gate.hidden | set(revs.values()))
+        # A reader whose snapshot predates this publication does not hide the new revisions:
+        # writing them under its feet would show it both versions. Wait it out first.
+        if not state.gate.wait_for_readers(epoch, self._grace):
+            state.catalog.clear(list(revs.values()))
+            state.gate.publish(state.gate.hidden - set(revs.values()))
+            raise TimeoutError(f"readers of {name!r} did not finish within {self._grace} s")
         self.fault("staged")
         chunks = [(doc_id, c) for doc_id, entry in entries.items() for c in entry[2]]
         self._write(name, tenant, [(revs[doc_id], c) for doc_id, c in chunks])

@@ -6,8 +6,10 @@ how the contract tests exercise this code path without a server.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from retrieval.store.base import (
@@ -57,10 +59,14 @@ class QdrantClientStore:
 
     Args:
         client: a `qdrant_client.QdrantClient` (built by the caller: URL, API key, timeouts).
+        serialize: run one call at a time. Needed for local mode, which is not thread-safe
+            (a query concurrent with an upsert failed with numpy shape errors in the
+            freshness test); a server client is safe to share.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, serialize: bool = False) -> None:
         self._client = client
+        self._lock: AbstractContextManager[Any] = threading.Lock() if serialize else nullcontext()
 
     @classmethod
     def connect(cls, location: str, *, api_key: str | None = None) -> QdrantClientStore:
@@ -76,10 +82,10 @@ class QdrantClientStore:
         from qdrant_client import QdrantClient
 
         if location == ":memory:":
-            return cls(QdrantClient(location=":memory:"))
+            return cls(QdrantClient(location=":memory:"), serialize=True)
         if location.startswith(("http://", "https://")):
             return cls(QdrantClient(url=location, api_key=api_key))
-        return cls(QdrantClient(path=location))
+        return cls(QdrantClient(path=location), serialize=True)
 
     def create_collection(self, name: str, dim: int) -> None:
         """Create the collection with both vectors and the payload indexes (idempotent)."""
@@ -87,11 +93,12 @@ class QdrantClientStore:
 
         if self.collection_exists(name):
             return
-        self._client.create_collection(
-            collection_name=name,
-            vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
-        )
+        with self._lock:
+            self._client.create_collection(
+                collection_name=name,
+                vectors_config={DENSE: m.VectorParams(size=dim, distance=m.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+            )
         indexes: list[tuple[str, Any]] = [
             (TENANT_FIELD, m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, is_tenant=True)),
             (DOC_FIELD, m.PayloadSchemaType.KEYWORD),
@@ -101,19 +108,25 @@ class QdrantClientStore:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # local mode warns that indexes are no-ops there
             for field_name, schema in indexes:
-                self._client.create_payload_index(name, field_name=field_name, field_schema=schema)
+                with self._lock:
+                    self._client.create_payload_index(
+                        name, field_name=field_name, field_schema=schema
+                    )
 
     def list_collections(self) -> list[str]:
         """Collection names, sorted."""
-        return sorted(c.name for c in self._client.get_collections().collections)
+        with self._lock:
+            return sorted(c.name for c in self._client.get_collections().collections)
 
     def collection_exists(self, name: str) -> bool:
         """Whether the collection exists."""
-        return bool(self._client.collection_exists(check_collection_name(name)))
+        with self._lock:
+            return bool(self._client.collection_exists(check_collection_name(name)))
 
     def delete_collection(self, name: str) -> None:
         """Drop the collection."""
-        self._client.delete_collection(check_collection_name(name))
+        with self._lock:
+            self._client.delete_collection(check_collection_name(name))
 
     def upsert(self, name: str, points: Sequence[StoredPoint]) -> None:
         """Insert or replace points, waiting until they are applied."""
@@ -134,7 +147,8 @@ class QdrantClientStore:
             )
             for point in points
         ]
-        self._client.upsert(collection_name=name, points=batch, wait=True)
+        with self._lock:
+            self._client.upsert(collection_name=name, points=batch, wait=True)
 
     def delete_revs(self, name: str, tenant: str, revs: Sequence[str]) -> None:
         """Delete the points of these revisions of `tenant`."""
@@ -144,7 +158,8 @@ class QdrantClientStore:
             selector = m.FilterSelector(
                 filter=client_filter(Scope(tenant=tenant, revs=tuple(revs)))
             )
-            self._client.delete(collection_name=name, points_selector=selector, wait=True)
+            with self._lock:
+                self._client.delete(collection_name=name, points_selector=selector, wait=True)
 
     def query(self, name: str, request: StoreQuery) -> list[Hit]:
         """Dense, sparse or hybrid (fused by Qdrant) search."""
@@ -164,15 +179,16 @@ class QdrantClientStore:
             raise ValueError("a query needs a dense or a sparse vector")
         if len(branches) == 1:
             query, using, params = branches[0]
-            response = self._client.query_points(
-                collection_name=name,
-                query=query,
-                using=using,
-                query_filter=flt,
-                search_params=params,
-                limit=request.limit,
-                with_payload=True,
-            )
+            with self._lock:
+                response = self._client.query_points(
+                    collection_name=name,
+                    query=query,
+                    using=using,
+                    query_filter=flt,
+                    search_params=params,
+                    limit=request.limit,
+                    with_payload=True,
+                )
         else:
             fusion = request.fusion
             fuse: Any = (
@@ -188,29 +204,36 @@ class QdrantClientStore:
                 )
                 for query, using, params in branches
             ]
-            response = self._client.query_points(
-                collection_name=name,
-                prefetch=prefetch,
-                query=fuse,
-                limit=request.limit,
-                with_payload=True,
-            )
+            with self._lock:
+                response = self._client.query_points(
+                    collection_name=name,
+                    prefetch=prefetch,
+                    query=fuse,
+                    limit=request.limit,
+                    with_payload=True,
+                )
         return [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
 
     def scroll(self, name: str, scope: Scope, limit: int) -> list[Hit]:
         """Up to `limit` points of the scope."""
-        records, _ = self._client.scroll(
-            collection_name=name, scroll_filter=client_filter(scope), limit=limit, with_payload=True
-        )
+        with self._lock:
+            records, _ = self._client.scroll(
+                collection_name=name,
+                scroll_filter=client_filter(scope),
+                limit=limit,
+                with_payload=True,
+            )
         return [Hit(str(r.id), 0.0, r.payload or {}) for r in records]
 
     def count(self, name: str, scope: Scope) -> int:
         """Exact count of the scope's points."""
-        result = self._client.count(
-            collection_name=name, count_filter=client_filter(scope), exact=True
-        )
+        with self._lock:
+            result = self._client.count(
+                collection_name=name, count_filter=client_filter(scope), exact=True
+            )
         return int(result.count)
 
     def close(self) -> None:
         """Close the client."""
-        self._client.close()
+        with self._lock:
+            self._client.close()

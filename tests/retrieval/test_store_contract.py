@@ -5,7 +5,8 @@ MiniLM embedder and the real BM25 encoder."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -274,3 +275,22 @@ def test_congruence_between_stores(
         r.close()
     assert results["edge"] == results["client"]
     assert any(len(run) > 3 for run in results["edge"])
+
+
+class ReverseReranker:
+    """A reranker that inverts the fused order, so its effect is unmistakable."""
+
+    def rerank(self, query: str, chunks: Sequence[ScoredChunk]) -> list[ScoredChunk]:
+        n = len(chunks)
+        return [replace(c, score=float(i + 1) / n) for i, c in enumerate(chunks)][::-1]
+
+
+def test_reranker_hook_reorders_candidates(retriever: Retriever) -> None:
+    plain = retriever.search(C, "t1", "volcano magma eruption", top_k=24)
+    retriever.reranker = ReverseReranker()
+    try:
+        reranked = retriever.search(C, "t1", "volcano magma eruption", top_k=len(plain))
+    finally:
+        retriever.reranker = None
+    assert ids(reranked) == ids(plain)[::-1]
+    assert ids(reranked)[-1] == "volcano"
