@@ -6,6 +6,8 @@ import typer
 
 from adapters.cli import app as adapters_app
 from engine.cli import engine_app, model_app
+from eval.cli import app as eval_app
+from retrieval.cli import app as retrieval_app
 from retrieval.ingest_cli import ingest
 from server.cli import serve, up
 
@@ -21,6 +23,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")
 app.add_typer(adapters_app, name="adapters")
 app.command(help="Ingest files into a collection of a running gateway, with progress.")(ingest)
+app.add_typer(eval_app, name="eval")
+app.add_typer(retrieval_app, name="retrieval", help="Offline store commands (gateway stopped).")
 
 
 def main() -> None:

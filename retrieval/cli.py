@@ -23,7 +23,13 @@ _TYPES = {
 
 
 def _default_dir() -> Path:
-    return Path(os.environ.get("RAGDOCK_HOME", "~/.ragdock")).expanduser() / "retrieval"
+    # The same store the gateway uses: RAGDOCK_DATA_DIR, else RAGDOCK_HOME/data.
+    if os.environ.get("RAGDOCK_DATA_DIR"):
+        return Path(os.environ["RAGDOCK_DATA_DIR"]).expanduser()
+    from ragdock.settings import default_home
+
+    home = os.environ.get("RAGDOCK_HOME")
+    return (Path(home).expanduser() if home else default_home()) / "data"
 
 
 DataDir = typer.Option(_default_dir(), "--data-dir", help="store + catalogs (embedded mode).")

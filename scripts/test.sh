@@ -8,5 +8,5 @@ bash scripts/install-tools.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "== ruff"; .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
-echo "== mypy (strict on server/, engine/, ragdock/)"; .venv/bin/mypy server engine ragdock
+echo "== mypy (strict on server/, engine/, ragdock/, retrieval/, adapters/)"; .venv/bin/mypy server engine ragdock retrieval adapters
 echo "== pytest"; .venv/bin/python -m pytest "$@"
