@@ -23,7 +23,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=150)
 
 
 def make_random_adapters(model_dir: Path, out: Path, count: int, rank: int) -> list[Path]:
