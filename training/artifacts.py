@@ -92,8 +92,11 @@ def plot_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> No
         steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=1, label="train (step)")
         window = max(1, len(losses) // 20)
-        smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-                  for i in range(len(losses))]
+        smooth = [
+            sum(losses[max(0, i - window + 1) : i + 1])
+            / len(losses[max(0, i - window + 1) : i + 1])
+            for i in range(len(losses))
+        ]
         ax.plot(steps, smooth, color="tab:blue", linewidth=2, label=f"train (mean of {window})")
     if evals:
         steps, losses = zip(*evals, strict=True)
@@ -126,8 +129,10 @@ def write_model_card(path: Path, manifest: dict[str, Any]) -> None:
         "## Data",
     ]
     for role, info in data["files"].items():
-        lines.append(f"- {role}: `{info['path']}` sha256 `{info['sha256'][:16]}...` "
-                     f"({info.get('examples', '?')} examples)")
+        lines.append(
+            f"- {role}: `{info['path']}` sha256 `{info['sha256'][:16]}...` "
+            f"({info.get('examples', '?')} examples)"
+        )
     lines += [
         f"- leakage check against the holdout: {data['leakage']['status']}",
         "",

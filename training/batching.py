@@ -38,7 +38,7 @@ class Batch:
 
 def _shift(labels: list[int]) -> list[int]:
     # Position t predicts token t+1; the last position of an example predicts nothing.
-    return labels[1:] + [IGNORE_INDEX]
+    return [*labels[1:], IGNORE_INDEX]
 
 
 def pad_batch(items: list[Tokenized], pad_id: int) -> Batch:

@@ -65,9 +65,14 @@ def save_checkpoint(
     tmp = root / f".{final.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, str(tmp / ADAPTER_FILE))
+    save_file(
+        {k: v.contiguous() for k, v in trainable_state(model).items()}, str(tmp / ADAPTER_FILE)
+    )
     if best_weights is not None:
-        save_file({k: v.contiguous() for k, v in best_weights.items()}, str(tmp / "best_weights.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in best_weights.items()},
+            str(tmp / "best_weights.safetensors"),
+        )
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -145,8 +150,13 @@ def load_checkpoint(
 def _numpy_state_to_tensors() -> dict[str, Any]:
     # numpy arrays are not allowed by weights_only loading; tensors and ints are.
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _numpy_state_from_tensors(state: dict[str, Any]) -> None:

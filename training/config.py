@@ -44,10 +44,10 @@ class LoraSettings(_Section):
     @classmethod
     def _non_empty(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and not value:
-            raise ValueError("target_modules is empty; use 'attention', 'all-linear' or module names")
-        if isinstance(value, list) and any(
-            name in {"lm_head", "embed_tokens"} for name in value
-        ):
+            raise ValueError(
+                "target_modules is empty; use 'attention', 'all-linear' or module names"
+            )
+        if isinstance(value, list) and any(name in {"lm_head", "embed_tokens"} for name in value):
             raise ValueError(
                 "target_modules must not include lm_head or embed_tokens: vLLM refuses adapters "
                 "that change them; use attention or MLP projections"
@@ -133,7 +133,9 @@ class LoopSettings(_Section):
         0, ge=0, description="Stop after N evals without improvement; 0 disables."
     )
     early_stopping_min_delta: float = Field(0.0, ge=0.0)
-    checkpoint_every: int = Field(0, ge=0, description="Resumable checkpoint every N steps; 0 = off.")
+    checkpoint_every: int = Field(
+        0, ge=0, description="Resumable checkpoint every N steps; 0 = off."
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Older checkpoints are deleted.")
     resume_from: Path | None = Field(
         None, description="A checkpoint directory, or 'latest' under output_dir/checkpoints."
@@ -217,7 +219,9 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> TrainConf
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"]) or "(top level)"
             got = f" (got {error['input']!r})" if error["type"] != "missing" else ""
-            hint = " -- unknown key: check its spelling" if error["type"] == "extra_forbidden" else ""
+            hint = (
+                " -- unknown key: check its spelling" if error["type"] == "extra_forbidden" else ""
+            )
             lines.append(f"  {where}: {error['msg']}{got}{hint}")
         raise ConfigError(f"invalid training config {source}:\n" + "\n".join(lines)) from None
 
@@ -230,7 +234,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     """
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-4)")
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-4)"
+        )
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:

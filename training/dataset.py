@@ -82,7 +82,9 @@ def prepare_data(
     }
     train, train_report = tokenize_all(train_examples, tokenizer, **common)
     validation, validation_report = (
-        tokenize_all(validation_examples, tokenizer, **common) if validation_examples else ([], TokenizeReport())
+        tokenize_all(validation_examples, tokenizer, **common)
+        if validation_examples
+        else ([], TokenizeReport())
     )
     return PreparedData(
         train=train,

@@ -35,8 +35,10 @@ def shingles(text: str, size: int = SHINGLE) -> set[int]:
     """Hashes of the character `size`-grams of normalised text (the text itself if shorter)."""
     norm = normalize(text)
     grams = {norm[i : i + size] for i in range(max(1, len(norm) - size + 1))}
-    return {int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") >> 4
-            for g in grams}
+    return {
+        int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") >> 4
+        for g in grams
+    }
 
 
 def jaccard(a: set[int], b: set[int]) -> float:
@@ -46,7 +48,7 @@ def jaccard(a: set[int], b: set[int]) -> float:
 
 
 def exact_duplicates(texts: Sequence[str]) -> list[list[int]]:
-    """Groups (of 2 or more) of indices whose normalised texts are identical, in first-seen order."""
+    """Groups (2 or more) of indices whose normalised texts are identical, first-seen order."""
     groups: dict[str, list[int]] = {}
     for index, text in enumerate(texts):
         groups.setdefault(normalize(text), []).append(index)
@@ -87,7 +89,9 @@ def near_duplicates(
             buckets.setdefault((band, key), []).append(j)
     found: dict[tuple[int, int], float] = {}
     for i, sig in enumerate(_signatures(left_sets, a, b)):
-        candidates = {j for band, key in enumerate(_band_keys(sig)) for j in buckets.get((band, key), [])}
+        candidates = {
+            j for band, key in enumerate(_band_keys(sig)) for j in buckets.get((band, key), [])
+        }
         for j in candidates:
             if (i, j) not in found:
                 similarity = jaccard(left_sets[i], right_sets[j])

@@ -92,15 +92,21 @@ def check_leakage(
         near=len(pairs),
         threshold=threshold,
         pairs=[
-            {"train": train[p.left].source, "holdout": holdout[p.right].source,
-             "similarity": round(p.similarity, 4)}
+            {
+                "train": train[p.left].source,
+                "holdout": holdout[p.right].source,
+                "similarity": round(p.similarity, 4),
+            }
             for p in pairs[:50]
         ],
     )
     if pairs and near_policy == "fail":
-        listed = "\n".join(f"  {p['train']} ~ {p['holdout']} ({p['similarity']})" for p in report.pairs[:20])
+        listed = "\n".join(
+            f"  {p['train']} ~ {p['holdout']} ({p['similarity']})" for p in report.pairs[:20]
+        )
         raise DataError(
             f"{len(pairs)} training examples are near-duplicates of holdout examples "
-            f"(5-gram Jaccard >= {threshold}):\n{listed}\nremove them or set data.near_duplicates: warn"
+            f"(5-gram Jaccard >= {threshold}):\n{listed}\n"
+            "remove them, or set data.near_duplicates: warn"
         )
     return report

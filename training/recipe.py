@@ -117,21 +117,29 @@ class LoRARecipe:
         self.model_dir = resolve_model_dir(cfg.model, self.home)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.data: PreparedData = prepare_data(
-            cfg.data, self.tokenizer, seed=cfg.seed,
+            cfg.data,
+            self.tokenizer,
+            seed=cfg.seed,
             stop_ids=stop_token_ids(self.tokenizer, self.model_dir),
         )
         self.batches_per_epoch = len(self._epoch(0))
         steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.optim.grad_accum)
-        self.total_steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * steps_per_epoch))
+        self.total_steps = cfg.optim.max_steps or max(
+            1, math.ceil(cfg.optim.epochs * steps_per_epoch)
+        )
 
         set_seed(cfg.seed)  # adapter init must not depend on how much RNG data prep consumed
         self.model = load_peft_model(cfg, self.model_dir)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        )
         schedule = {"constant": "constant_with_warmup"}.get(cfg.optim.schedule, cfg.optim.schedule)
         self.scheduler = get_scheduler(
-            schedule, self.optimizer,
-            num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=self.total_steps,
+            schedule,
+            self.optimizer,
+            num_warmup_steps=cfg.optim.warmup_steps,
+            num_training_steps=self.total_steps,
         )
         self.out.mkdir(parents=True, exist_ok=True)
         if resuming:
@@ -149,9 +157,13 @@ class LoRARecipe:
     def _epoch(self, epoch: int) -> list[Batch]:
         cfg = self.config
         return epoch_batches(
-            self.data.train, batch_size=cfg.optim.batch_size, packing=cfg.data.packing,
-            max_seq_len=cfg.data.max_seq_len, pad_id=self.tokenizer.pad_token_id,
-            seed=cfg.seed, epoch=epoch,
+            self.data.train,
+            batch_size=cfg.optim.batch_size,
+            packing=cfg.data.packing,
+            max_seq_len=cfg.data.max_seq_len,
+            pad_id=self.tokenizer.pad_token_id,
+            seed=cfg.seed,
+            epoch=epoch,
         )
 
     # ----------------------------------------------------------------------------------- train
@@ -162,30 +174,44 @@ class LoRARecipe:
         cfg = self.config
         assert_not_repacked(self.model)
         self.model.train()
-        columns = (TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
             task = bar.add_task("train", total=self.total_steps, completed=self.state.step, info="")
             while self.state.step < self.total_steps and not self.stopped_early:
                 batches = self._epoch(self.state.epoch)
-                while self.state.batch_in_epoch < len(batches) and self.state.step < self.total_steps:
+                while (
+                    self.state.batch_in_epoch < len(batches) and self.state.step < self.total_steps
+                ):
                     start = self.state.batch_in_epoch
                     group = batches[start : start + cfg.optim.grad_accum]
                     record = self._step(group)
                     self.state.batch_in_epoch += len(group)
-                    bar.update(task, completed=self.state.step,
-                               info=f"loss {record['loss']:.3f} {record['tokens_per_s']:.0f} tok/s")
+                    bar.update(
+                        task,
+                        completed=self.state.step,
+                        info=f"loss {record['loss']:.3f} {record['tokens_per_s']:.0f} tok/s",
+                    )
                     if cfg.loop.eval_every and self.state.step % cfg.loop.eval_every == 0:
                         self._evaluate()
                         if self.stopped_early:
                             break
-                    if cfg.loop.checkpoint_every and self.state.step % cfg.loop.checkpoint_every == 0:
+                    if (
+                        cfg.loop.checkpoint_every
+                        and self.state.step % cfg.loop.checkpoint_every == 0
+                    ):
                         self.save_checkpoint()
                 if self.state.batch_in_epoch >= len(batches):
                     self.state.epoch += 1
                     self.state.batch_in_epoch = 0
-        evaluated_last = any(r.get("step") == self.state.step and "eval_loss" in r
-                             for r in self.state.history)
+        evaluated_last = any(
+            r.get("step") == self.state.step and "eval_loss" in r for r in self.state.history
+        )
         if self.data.validation and not evaluated_last:
             self._evaluate()
 
@@ -216,8 +242,11 @@ class LoRARecipe:
         self.state.train_seconds += seconds
         record = {
             "step": self.state.step,
-            "epoch": round(self.state.epoch + (self.state.batch_in_epoch + len(group))
-                           / max(1, self.batches_per_epoch), 4),
+            "epoch": round(
+                self.state.epoch
+                + (self.state.batch_in_epoch + len(group)) / max(1, self.batches_per_epoch),
+                4,
+            ),
             "loss": loss_sum / max(1, labels),
             "lr": lr,
             "tokens": tokens,
@@ -231,9 +260,14 @@ class LoRARecipe:
     def _evaluate(self) -> float:
         cfg = self.config
         batches = epoch_batches(
-            self.data.validation, batch_size=cfg.optim.batch_size, packing=cfg.data.packing,
-            max_seq_len=cfg.data.max_seq_len, pad_id=self.tokenizer.pad_token_id,
-            seed=cfg.seed, epoch=0, shuffle=False,
+            self.data.validation,
+            batch_size=cfg.optim.batch_size,
+            packing=cfg.data.packing,
+            max_seq_len=cfg.data.max_seq_len,
+            pad_id=self.tokenizer.pad_token_id,
+            seed=cfg.seed,
+            epoch=0,
+            shuffle=False,
         )
         total, count = 0.0, 0
         with no_grad_eval(self.model):
@@ -242,8 +276,10 @@ class LoRARecipe:
                 total += float(loss)
                 count += n
         eval_loss = total / max(1, count)
-        improved = (self.state.best_eval_loss is None
-                    or eval_loss < self.state.best_eval_loss - cfg.loop.early_stopping_min_delta)
+        improved = (
+            self.state.best_eval_loss is None
+            or eval_loss < self.state.best_eval_loss - cfg.loop.early_stopping_min_delta
+        )
         if improved:
             self.state.best_eval_loss = eval_loss
             self.state.best_step = self.state.step
@@ -253,7 +289,13 @@ class LoRARecipe:
             self.state.evals_without_improvement += 1
             patience = cfg.loop.early_stopping_patience
             self.stopped_early = bool(patience) and self.state.evals_without_improvement >= patience
-        self._log({"step": self.state.step, "eval_loss": eval_loss, "best_eval_loss": self.state.best_eval_loss})
+        self._log(
+            {
+                "step": self.state.step,
+                "eval_loss": eval_loss,
+                "best_eval_loss": self.state.best_eval_loss,
+            }
+        )
         return eval_loss
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -267,8 +309,12 @@ class LoRARecipe:
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the run as it stands."""
         return save_checkpoint(
-            self.out / CHECKPOINTS, model=self.model, optimizer=self.optimizer,
-            scheduler=self.scheduler, loop=self.state, best_weights=self.best_weights,
+            self.out / CHECKPOINTS,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            loop=self.state,
+            best_weights=self.best_weights,
             keep=self.config.loop.keep_checkpoints,
         )
 
@@ -280,11 +326,15 @@ class LoRARecipe:
             with torch.no_grad():
                 for name, tensor in self.best_weights.items():
                     params[name].copy_(tensor)
-        self.model.save_pretrained(str(self.out), safe_serialization=True, save_embedding_layers=False)
+        self.model.save_pretrained(
+            str(self.out), safe_serialization=True, save_embedding_layers=False
+        )
         artifacts.check_adapter_dir(self.out)
         steps = [r for r in self.state.history if "loss" in r]
         wall = time.monotonic() - self._started
-        tokens_per_s = self.state.tokens_seen / self.state.train_seconds if self.state.train_seconds else 0.0
+        tokens_per_s = (
+            self.state.tokens_seen / self.state.train_seconds if self.state.train_seconds else 0.0
+        )
         result = RunResult(
             output_dir=self.out,
             steps=self.state.step,
@@ -296,8 +346,11 @@ class LoRARecipe:
         )
         manifest = self._manifest(result)
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        artifacts.plot_loss_curve(self.state.history, self.out / "loss_curve.png",
-                                  title=f"{cfg.method} r={cfg.lora.r} on {cfg.data.train.name}")
+        artifacts.plot_loss_curve(
+            self.state.history,
+            self.out / "loss_curve.png",
+            title=f"{cfg.method} r={cfg.lora.r} on {cfg.data.train.name}",
+        )
         artifacts.write_model_card(self.out / "README.md", manifest)
         return result
 
@@ -306,32 +359,46 @@ class LoRARecipe:
 
         cfg = self.config
         build = self.model_dir / BUILD_MANIFEST
-        model_id = (json.loads(build.read_text()).get("model_id") if build.is_file()
-                    else json.loads((self.model_dir / "config.json").read_text()).get("_name_or_path"))
+        model_id = (
+            json.loads(build.read_text()).get("model_id")
+            if build.is_file()
+            else json.loads((self.model_dir / "config.json").read_text()).get("_name_or_path")
+        )
         adapter_config = json.loads((self.out / artifacts.ADAPTER_CONFIG).read_text())
         first = next((r["loss"] for r in self.state.history if "loss" in r), None)
         return {
             "manifest_version": 1,
             "kind": "lora-adapter",
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "base_model": {"name": cfg.model, "id": model_id or cfg.model,
-                           "digest": checkpoint_digest(self.model_dir)},
+            "base_model": {
+                "name": cfg.model,
+                "id": model_id or cfg.model,
+                "digest": checkpoint_digest(self.model_dir),
+            },
             "method": cfg.method,
             "adapter": {
-                "r": adapter_config["r"], "alpha": adapter_config["lora_alpha"],
+                "r": adapter_config["r"],
+                "alpha": adapter_config["lora_alpha"],
                 "target_modules": adapter_config["target_modules"],
-                "files": {name: artifacts.sha256_file(self.out / name)
-                          for name in (artifacts.ADAPTER_CONFIG, artifacts.ADAPTER_WEIGHTS)},
-                "weights_from_step": (self.state.best_step if cfg.loop.save_best and self.best_weights
-                                      is not None else self.state.step),
+                "files": {
+                    name: artifacts.sha256_file(self.out / name)
+                    for name in (artifacts.ADAPTER_CONFIG, artifacts.ADAPTER_WEIGHTS)
+                },
+                "weights_from_step": (
+                    self.state.best_step
+                    if cfg.loop.save_best and self.best_weights is not None
+                    else self.state.step
+                ),
             },
             "data": {
                 "files": self.data.files,
                 "train_examples": len(self.data.train),
                 "validation_examples": len(self.data.validation),
                 "duplicates_dropped": self.data.duplicates_dropped,
-                "too_long_dropped": (self.data.train_report.dropped_too_long
-                                     + self.data.validation_report.dropped_too_long),
+                "too_long_dropped": (
+                    self.data.train_report.dropped_too_long
+                    + self.data.validation_report.dropped_too_long
+                ),
                 "train_tokens": self.data.train_report.total_tokens,
                 "train_label_tokens": self.data.train_report.label_tokens,
                 "leakage": {"status": self.data.leakage.status, **asdict(self.data.leakage)},
@@ -342,7 +409,9 @@ class LoRARecipe:
             "hardware": {"device": "cpu", "torch_threads": torch.get_num_threads()},
             "metrics": {
                 "steps": result.steps,
-                "epochs": round(self.state.epoch + self.state.batch_in_epoch / max(1, self.batches_per_epoch), 3),
+                "epochs": round(
+                    self.state.epoch + self.state.batch_in_epoch / max(1, self.batches_per_epoch), 3
+                ),
                 "first_train_loss": first,
                 "final_train_loss": result.final_train_loss,
                 "best_eval_loss": result.best_eval_loss,

@@ -176,7 +176,9 @@ def tokenize_all(
         report.total_tokens += len(item.input_ids)
         report.label_tokens += item.num_label_tokens
         out.append(item)
-    fatal = {k: v for k, v in problems.by_kind.items() if "longer than" not in k or too_long == "fail"}
+    fatal = {
+        k: v for k, v in problems.by_kind.items() if "longer than" not in k or too_long == "fail"
+    }
     if fatal:
         raise DataError(
             Problems(fatal).summary()
