@@ -122,6 +122,9 @@ class OptimSettings(_Section):
 class LoopSettings(_Section):
     """Evaluation, early stopping, checkpoints and the numeric setup."""
 
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = the GPU when torch sees one, else the CPU."
+    )
     dtype: Literal["bfloat16", "float32"] = Field(
         "bfloat16", description="Base weights; bf16 is ~2x faster on AVX512_BF16 CPUs."
     )
@@ -145,6 +148,15 @@ class LoopSettings(_Section):
     save_best: bool = Field(
         True, description="Save the adapter with the best validation loss rather than the last."
     )
+
+
+def resolve_device(setting: str) -> str:
+    """`auto` becomes `cuda` when torch sees a GPU, else `cpu`."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class TrainConfig(_Section):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from training.batching import Batch
-from training.config import TrainConfig
+from training.config import TrainConfig, resolve_device
 from training.render import IGNORE_INDEX
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -59,6 +59,7 @@ def load_peft_model(config: TrainConfig, model_dir: Path) -> Any:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = _DTYPES[config.loop.dtype]
+    device = resolve_device(config.loop.device)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -67,7 +68,11 @@ def load_peft_model(config: TrainConfig, model_dir: Path) -> Any:
             bnb_4bit_use_double_quant=config.quant.double_quant,
             bnb_4bit_compute_dtype=_DTYPES[config.quant.compute_dtype],
         )
+        # 4-bit weights are quantized as they are placed, so place them on the target at load.
+        kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    if config.method != "qlora":
+        model.to(device)
     if config.method == "qlora":
         # Freezes the base, upcasts norms/embeddings to fp32 for stability and, if asked,
         # enables gradient checkpointing with input grads (needed so checkpointed blocks see grads).
@@ -138,15 +143,16 @@ def label_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     Returns:
         (sum of token losses as a scalar tensor, number of label tokens).
     """
-    labels = batch.shifted_labels
+    device = next(model.parameters()).device
+    labels = batch.shifted_labels.to(device)
     keep = (labels != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
     count = int((labels != IGNORE_INDEX).sum())
     if count == 0:
-        return torch.zeros((), requires_grad=False), 0
+        return torch.zeros((), device=device), 0
     out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
+        input_ids=batch.input_ids.to(device),
+        attention_mask=None if batch.attention_mask is None else batch.attention_mask.to(device),
+        position_ids=None if batch.position_ids is None else batch.position_ids.to(device),
         logits_to_keep=keep,
         use_cache=False,
     )

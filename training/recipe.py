@@ -32,7 +32,7 @@ from training.checkpoint import (
     save_checkpoint,
     trainable_state,
 )
-from training.config import TrainConfig
+from training.config import TrainConfig, resolve_device
 from training.dataset import PreparedData, epoch_batches, prepare_data
 from training.model import (
     assert_not_repacked,
@@ -406,7 +406,10 @@ class LoRARecipe:
             "seed": cfg.seed,
             "config": cfg.model_dump(mode="json"),
             "libraries": artifacts.library_versions(),
-            "hardware": {"device": "cpu", "torch_threads": torch.get_num_threads()},
+            "hardware": {
+                "device": resolve_device(cfg.loop.device),
+                "torch_threads": torch.get_num_threads(),
+            },
             "metrics": {
                 "steps": result.steps,
                 "epochs": round(
