@@ -42,6 +42,7 @@ from training.model import (
     no_grad_eval,
 )
 from training.render import stop_token_ids
+from training.stopping import update_early_stopping
 
 CHECKPOINTS = "checkpoints"
 
@@ -276,19 +277,14 @@ class LoRARecipe:
                 total += float(loss)
                 count += n
         eval_loss = total / max(1, count)
-        improved = (
-            self.state.best_eval_loss is None
-            or eval_loss < self.state.best_eval_loss - cfg.loop.early_stopping_min_delta
+        improved, self.stopped_early = update_early_stopping(
+            self.state,
+            eval_loss,
+            patience=cfg.loop.early_stopping_patience,
+            min_delta=cfg.loop.early_stopping_min_delta,
         )
         if improved:
-            self.state.best_eval_loss = eval_loss
-            self.state.best_step = self.state.step
-            self.state.evals_without_improvement = 0
             self.best_weights = trainable_state(self.model)
-        else:
-            self.state.evals_without_improvement += 1
-            patience = cfg.loop.early_stopping_patience
-            self.stopped_early = bool(patience) and self.state.evals_without_improvement >= patience
         self._log(
             {
                 "step": self.state.step,
