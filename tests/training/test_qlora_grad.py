@@ -71,7 +71,7 @@ def reference_grads(qlora: Any, model_dir: Path, batch: Any) -> dict[str, torch.
             weight = getattr(module, "weight", None)
             if weight is not None and getattr(weight, "quant_state", None) is not None:
                 dense = bnbf.dequantize_4bit(weight.data, weight.quant_state)
-                modules[name].weight.copy_(dense.float())
+                modules[name.replace(".base_layer", "")].weight.copy_(dense.float())
     lora = qlora.peft_config["default"]
     reference = get_peft_model(reference, LoraConfig(
         r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=0.0,
