@@ -149,7 +149,8 @@ def load_checkpoint(
 
 def _numpy_state_to_tensors() -> dict[str, Any]:
     # numpy arrays are not allowed by weights_only loading; tensors and ints are.
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Any = np.random.get_state(legacy=True)
+    name, keys, pos, has_gauss, cached = state
     return {
         "name": name,
         "keys": torch.from_numpy(keys.astype(np.int64)),

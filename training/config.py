@@ -30,7 +30,7 @@ class LoraSettings(_Section):
     """The adapter's shape (peft LoraConfig)."""
 
     r: int = Field(8, ge=1, le=256, description="Rank: higher = more capacity and memory.")
-    alpha: float = Field(16.0, gt=0, description="Scale; the update is multiplied by alpha / r.")
+    alpha: int = Field(16, ge=1, description="Scale; the update is multiplied by alpha / r.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     target_modules: str | list[str] = Field(
         "attention",
@@ -168,11 +168,11 @@ class TrainConfig(_Section):
     method: Literal["lora", "qlora"] = Field("lora", description="qlora = 4-bit NF4 base + LoRA.")
     output_dir: Path = Field(..., description="Adapter, manifest, metrics and plots go here.")
     seed: int = Field(0, description="Seeds data order, adapter init and dropout.")
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    quant: QuantSettings = Field(default_factory=QuantSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)  # type: ignore[arg-type]
+    quant: QuantSettings = Field(default_factory=QuantSettings)  # type: ignore[arg-type]
     data: DataSettings
-    optim: OptimSettings = Field(default_factory=OptimSettings)
-    loop: LoopSettings = Field(default_factory=LoopSettings)
+    optim: OptimSettings = Field(default_factory=OptimSettings)  # type: ignore[arg-type]
+    loop: LoopSettings = Field(default_factory=LoopSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _coherent(self) -> TrainConfig:

@@ -74,17 +74,20 @@ def prepare_data(
             threshold=settings.near_duplicate_threshold,
             near_policy=settings.near_duplicates,
         )
-    common = {
-        "max_seq_len": settings.max_seq_len,
-        "too_long": settings.too_long,
-        "prompt_completion_as": settings.prompt_completion_as,
-        "stop_ids": stop_ids,
-    }
-    train, train_report = tokenize_all(train_examples, tokenizer, **common)
+
+    def tokenize(examples: list[Example]) -> tuple[list[Tokenized], TokenizeReport]:
+        return tokenize_all(
+            examples,
+            tokenizer,
+            max_seq_len=settings.max_seq_len,
+            too_long=settings.too_long,
+            prompt_completion_as=settings.prompt_completion_as,
+            stop_ids=stop_ids,
+        )
+
+    train, train_report = tokenize(train_examples)
     validation, validation_report = (
-        tokenize_all(validation_examples, tokenizer, **common)
-        if validation_examples
-        else ([], TokenizeReport())
+        tokenize(validation_examples) if validation_examples else ([], TokenizeReport())
     )
     return PreparedData(
         train=train,

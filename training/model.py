@@ -62,7 +62,7 @@ def load_peft_model(config: TrainConfig, model_dir: Path) -> Any:
     device = resolve_device(config.loop.device)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
+        kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True,
             bnb_4bit_quant_type=config.quant.quant_type,
             bnb_4bit_use_double_quant=config.quant.double_quant,
@@ -70,13 +70,13 @@ def load_peft_model(config: TrainConfig, model_dir: Path) -> Any:
         )
         # 4-bit weights are quantized as they are placed, so place them on the target at load.
         kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if config.method != "qlora":
         model.to(device)
     if config.method == "qlora":
         # Freezes the base, upcasts norms/embeddings to fp32 for stability and, if asked,
         # enables gradient checkpointing with input grads (needed so checkpointed blocks see grads).
-        model = prepare_model_for_kbit_training(
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
             model, use_gradient_checkpointing=config.loop.gradient_checkpointing
         )
     elif config.loop.gradient_checkpointing:

@@ -79,7 +79,7 @@ def _main_answer(answers: list[dict[str, Any]]) -> str:
     # SQuAD dev questions carry several annotator answers; the most frequent text is the
     # consensus (ties: the first given).
     texts = [a["text"].strip() for a in answers if a["text"].strip()]
-    return Counter(texts).most_common(1)[0][0]
+    return str(Counter(texts).most_common(1)[0][0])
 
 
 def split_articles(titles: list[str], options: RaftOptions) -> dict[str, list[str]]:
@@ -211,9 +211,7 @@ def build_raft(
             pool = [p["context"] for p in articles[title]["paragraphs"]]
             for paragraph in articles[title]["paragraphs"]:
                 for question in paragraph["qas"]:
-                    if question.get("is_impossible") and not _keep_unanswerable(
-                        question, options
-                    ):
+                    if question.get("is_impossible") and not _keep_unanswerable(question, options):
                         continue
                     record = build_example(
                         question, paragraph["context"], title, pool, options, count

@@ -226,7 +226,7 @@ class LoRARecipe:
         for batch in group:
             loss, _ = label_loss(self.model, batch)
             if labels:
-                (loss / labels).backward()
+                (loss / labels).backward()  # type: ignore[no-untyped-call]
             loss_sum += float(loss.detach())
         if cfg.optim.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(

@@ -54,7 +54,7 @@ def test_packing_gives_the_same_loss_as_separate_sequences(model_dir: Path, toke
     items = []
     for text in texts:
         ids = tokenizer(text)["input_ids"]
-        items.append(Tokenized(ids, [IGNORE_INDEX] + ids[1:], text))
+        items.append(Tokenized(ids, [IGNORE_INDEX, *ids[1:]], text))
     with torch.no_grad():
         alone = sum(float(label_loss(model, pad_batch([x], 0))[0]) for x in items)
         packed, count = label_loss(model, packed_batch([items], 0))

@@ -56,8 +56,13 @@ def test_dotted_overrides_are_parsed_as_yaml_values(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(MINIMAL))
     config = load_config(
         path,
-        ["optim.lr=1e-3", "data.packing=true", "lora.target_modules=[q_proj, v_proj]",
-         "optim.max_steps=7", "loop.resume_from=latest"],
+        [
+            "optim.lr=1e-3",
+            "data.packing=true",
+            "lora.target_modules=[q_proj, v_proj]",
+            "optim.max_steps=7",
+            "loop.resume_from=latest",
+        ],
     )
     assert config.optim.lr == pytest.approx(1e-3)
     assert config.data.packing is True
@@ -100,5 +105,5 @@ def test_attention_shorthand_expands_to_the_projections() -> None:
 
 
 def test_malformed_override_says_how_to_write_it() -> None:
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         apply_override({}, "optim.lr")

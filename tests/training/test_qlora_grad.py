@@ -29,10 +29,14 @@ from training.render import stop_token_ids, tokenize_chat
 
 
 def qlora_config(tmp_path: Path) -> Any:
-    return validate_config({
-        "method": "qlora", "output_dir": str(tmp_path), "data": {"train": "unused.jsonl"},
-        "lora": {"r": 8, "dropout": 0.0, "target_modules": "all-linear"},
-    })
+    return validate_config(
+        {
+            "method": "qlora",
+            "output_dir": str(tmp_path),
+            "data": {"train": "unused.jsonl"},
+            "lora": {"r": 8, "dropout": 0.0, "target_modules": "all-linear"},
+        }
+    )
 
 
 def make_batch(tokenizer: Any, model_dir: Path) -> Any:
@@ -54,8 +58,11 @@ def lora_grads(model: Any, batch: Any) -> dict[str, torch.Tensor]:
     model.zero_grad(set_to_none=True)
     loss, count = label_loss(model, batch)
     (loss / count).backward()
-    return {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
-            if p.requires_grad and p.grad is not None}
+    return {
+        n: p.grad.detach().float().clone()
+        for n, p in model.named_parameters()
+        if p.requires_grad and p.grad is not None
+    }
 
 
 def reference_grads(qlora: Any, model_dir: Path, batch: Any) -> dict[str, torch.Tensor]:
@@ -73,9 +80,16 @@ def reference_grads(qlora: Any, model_dir: Path, batch: Any) -> dict[str, torch.
                 dense = bnbf.dequantize_4bit(weight.data, weight.quant_state)
                 modules[name.replace(".base_layer", "")].weight.copy_(dense.float())
     lora = qlora.peft_config["default"]
-    reference = get_peft_model(reference, LoraConfig(
-        r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=0.0,
-        target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+    reference = get_peft_model(
+        reference,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
     trained = dict(qlora.named_parameters())
     with torch.no_grad():
         for name, param in reference.named_parameters():

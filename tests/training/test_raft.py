@@ -21,16 +21,32 @@ def synthetic_squad() -> dict[str, Any]:
         paragraphs = []
         for p in range(4):
             city = f"Town{a}{p}"
-            context = (f"Article {a} paragraph {p}. The river Flow{a}{p} passes through {city}, "
-                       f"which was founded in year {1000 + 10 * a + p} by settlers.")
-            paragraphs.append({"context": context, "qas": [
-                {"id": f"q{a}{p}a", "question": f"Which town does the river Flow{a}{p} pass through?",
-                 "is_impossible": False,
-                 "answers": [{"text": city, "answer_start": context.index(city)}] * 2},
-                {"id": f"q{a}{p}u", "question": f"Which bridge crosses the river Flow{a}{p}?",
-                 "is_impossible": True, "answers": [],
-                 "plausible_answers": [{"text": city, "answer_start": context.index(city)}]},
-            ]})
+            context = (
+                f"Article {a} paragraph {p}. The river Flow{a}{p} passes through {city}, "
+                f"which was founded in year {1000 + 10 * a + p} by settlers."
+            )
+            paragraphs.append(
+                {
+                    "context": context,
+                    "qas": [
+                        {
+                            "id": f"q{a}{p}a",
+                            "question": f"Which town does the river Flow{a}{p} pass through?",
+                            "is_impossible": False,
+                            "answers": [{"text": city, "answer_start": context.index(city)}] * 2,
+                        },
+                        {
+                            "id": f"q{a}{p}u",
+                            "question": f"Which bridge crosses the river Flow{a}{p}?",
+                            "is_impossible": True,
+                            "answers": [],
+                            "plausible_answers": [
+                                {"text": city, "answer_start": context.index(city)}
+                            ],
+                        },
+                    ],
+                }
+            )
         data.append({"title": f"Article_{a}", "paragraphs": paragraphs})
     return {"version": "v2.0", "data": data}
 
@@ -65,12 +81,20 @@ def test_splits_are_by_article_and_cover_every_kind(tmp_path: Path) -> None:
 
 def test_messages_come_from_the_gateway_prompt_and_replies_cite_the_oracle(tmp_path: Path) -> None:
     squad = synthetic_squad()
-    contexts = {qa["id"]: (art["title"], par["context"], qa)
-                for art in squad["data"] for par in art["paragraphs"] for qa in par["qas"]}
-    build_raft(write_squad(tmp_path), tmp_path / "out",
-               RaftOptions(distractors=2, p_remove_oracle=0.3, max_tokens=None, seed=3))
-    records = [r for s in ("train", "validation", "holdout")
-               for r in read(tmp_path / "out" / f"{s}.jsonl")]
+    contexts = {
+        qa["id"]: (art["title"], par["context"], qa)
+        for art in squad["data"]
+        for par in art["paragraphs"]
+        for qa in par["qas"]
+    }
+    build_raft(
+        write_squad(tmp_path),
+        tmp_path / "out",
+        RaftOptions(distractors=2, p_remove_oracle=0.3, max_tokens=None, seed=3),
+    )
+    records = [
+        r for s in ("train", "validation", "holdout") for r in read(tmp_path / "out" / f"{s}.jsonl")
+    ]
     positions = set()
     for record in records:
         meta, messages = record["metadata"], record["messages"]
@@ -110,15 +134,28 @@ def test_examples_are_kept_within_max_tokens(tmp_path: Path, tokenizer: Any) -> 
     assert report.fewer_distractors > 0
     for split in ("train", "validation", "holdout"):
         for record in read(tmp_path / "out" / f"{split}.jsonl"):
-            ids = tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=False)
+            ids = tokenizer.apply_chat_template(
+                record["messages"], tokenize=True, return_dict=False
+            )
             assert len(ids) <= 200
 
 
 def test_build_raft_cli_prints_counts_per_split_and_kind(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, [
-        "build-raft", str(write_squad(tmp_path)), "--out", str(tmp_path / "out"), "--model", "",
-        "--max-train", "5", "--p-keep-unanswerable", "0.5",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "build-raft",
+            str(write_squad(tmp_path)),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            "",
+            "--max-train",
+            "5",
+            "--p-keep-unanswerable",
+            "0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "answerable" in result.stdout and "unanswerable" in result.stdout
     assert len(read(tmp_path / "out" / "train.jsonl")) == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -22,8 +23,13 @@ from training.recipe import run
 CONFIGS = Path(__file__).parents[2] / "training" / "configs"
 # Shared by every run here: tiny data, no validation unless a test asks for it.
 QUIET = [
-    "data.validation=null", "data.holdout=null", "optim.warmup_steps=0", "lora.dropout=0",
-    "loop.eval_every=0", "loop.early_stopping_patience=0", "loop.checkpoint_every=0",
+    "data.validation=null",
+    "data.holdout=null",
+    "optim.warmup_steps=0",
+    "lora.dropout=0",
+    "loop.eval_every=0",
+    "loop.early_stopping_patience=0",
+    "loop.checkpoint_every=0",
 ]
 
 
@@ -57,10 +63,19 @@ def test_lora_overfits_four_examples_and_writes_a_servable_adapter(
 ) -> None:
     train = write_jsonl("facts.jsonl", FACTS)
     out = tmp_path / "lora"
-    result = CliRunner().invoke(app, [
-        "run", str(CONFIGS / "gemma3-270m-lora.yaml"), f"data.train={train}", f"output_dir={out}",
-        "optim.max_steps=15", "optim.lr=1e-3", *QUIET, "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(CONFIGS / "gemma3-270m-lora.yaml"),
+            f"data.train={train}",
+            f"output_dir={out}",
+            "optim.max_steps=15",
+            "optim.lr=1e-3",
+            *QUIET,
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     curve = losses(out)
     assert len(curve) == 15
@@ -69,12 +84,18 @@ def test_lora_overfits_four_examples_and_writes_a_servable_adapter(
     assert curve[0] == pytest.approx(base_model_loss(model_dir, tokenizer, FACTS), rel=0.02)
     # Pinned behaviour (this config, seed 0): 4.38 -> 0.34 over 15 steps; allow for CPU kernels.
     assert curve[-1] < 0.2 * curve[0]
-    assert sum(b < a for a, b in zip(curve, curve[1:], strict=False)) >= 12
+    assert sum(b < a for a, b in itertools.pairwise(curve)) >= 12
 
     # The output directory is self-contained and what vLLM accepts: LoRA tensors only.
     files = {p.name for p in out.iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "manifest.json", "README.md",
-            "metrics.jsonl", "loss_curve.png"} <= files
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "manifest.json",
+        "README.md",
+        "metrics.jsonl",
+        "loss_curve.png",
+    } <= files
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
     with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as handle:
         names = list(handle.keys())
@@ -95,12 +116,20 @@ def test_lora_overfits_four_examples_and_writes_a_servable_adapter(
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_qlora_trains_and_saves_a_lora_only_adapter(tmp_path: Path, write_jsonl: JsonlWriter) -> None:
+def test_qlora_trains_and_saves_a_lora_only_adapter(
+    tmp_path: Path, write_jsonl: JsonlWriter
+) -> None:
     out = tmp_path / "qlora"
-    config = load_config(CONFIGS / "gemma3-270m-qlora.yaml", [
-        f"data.train={write_jsonl('facts.jsonl', FACTS)}", f"output_dir={out}",
-        "optim.max_steps=10", "optim.lr=1e-3", *QUIET,
-    ])
+    config = load_config(
+        CONFIGS / "gemma3-270m-qlora.yaml",
+        [
+            f"data.train={write_jsonl('facts.jsonl', FACTS)}",
+            f"output_dir={out}",
+            "optim.max_steps=10",
+            "optim.lr=1e-3",
+            *QUIET,
+        ],
+    )
     result = run(config, progress=False)
     curve = losses(out)
     # Pinned behaviour (all-linear, seed 0): 4.55 -> 0.20 over 10 steps.
@@ -115,22 +144,38 @@ def test_qlora_trains_and_saves_a_lora_only_adapter(tmp_path: Path, write_jsonl:
 
 def test_resume_continues_the_same_run(tmp_path: Path, write_jsonl: JsonlWriter) -> None:
     train = write_jsonl("facts.jsonl", FACTS)
-    validation = write_jsonl("val.jsonl", [chat("What is the vault code for Deneb?",
-                                                "The vault code for Deneb is 5150-WREN.")])
+    validation = write_jsonl(
+        "val.jsonl",
+        [chat("What is the vault code for Deneb?", "The vault code for Deneb is 5150-WREN.")],
+    )
     common = [
-        f"data.train={train}", f"data.validation={validation}", "data.holdout=null",
-        "optim.max_steps=6", "optim.batch_size=2", "optim.lr=5e-4", "optim.warmup_steps=2",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        "data.holdout=null",
+        "optim.max_steps=6",
+        "optim.batch_size=2",
+        "optim.lr=5e-4",
+        "optim.warmup_steps=2",
         "lora.dropout=0.1",  # dropout draws from the RNG: resume must restore it
-        "loop.eval_every=2", "loop.early_stopping_patience=0", "loop.checkpoint_every=3",
+        "loop.eval_every=2",
+        "loop.early_stopping_patience=0",
+        "loop.checkpoint_every=3",
     ]
     whole = tmp_path / "whole"
-    run(load_config(CONFIGS / "gemma3-270m-lora.yaml", [*common, f"output_dir={whole}"]),
-        progress=False)
+    run(
+        load_config(CONFIGS / "gemma3-270m-lora.yaml", [*common, f"output_dir={whole}"]),
+        progress=False,
+    )
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(whole / "checkpoints" / "step-000003", resumed / "checkpoints" / "step-000003")
-    run(load_config(CONFIGS / "gemma3-270m-lora.yaml",
-                    [*common, f"output_dir={resumed}", "loop.resume_from=latest"]), progress=False)
+    run(
+        load_config(
+            CONFIGS / "gemma3-270m-lora.yaml",
+            [*common, f"output_dir={resumed}", "loop.resume_from=latest"],
+        ),
+        progress=False,
+    )
     # Steps 1-3 come from the checkpoint's history; 4-6 are recomputed and must match exactly:
     # same data order across the epoch boundary, optimizer moments, schedule and dropout RNG.
     assert losses(resumed) == losses(whole)
@@ -149,12 +194,22 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path, write_jsonl: Json
         for f in FACTS
     ]
     out = tmp_path / "stop"
-    config = load_config(CONFIGS / "gemma3-270m-lora.yaml", [
-        f"data.train={write_jsonl('facts.jsonl', FACTS)}", "data.holdout=null",
-        f"data.validation={write_jsonl('val.jsonl', contradicting)}", f"output_dir={out}",
-        "optim.max_steps=15", "optim.lr=1e-3", "optim.warmup_steps=0", "lora.dropout=0",
-        "loop.eval_every=1", "loop.early_stopping_patience=2", "loop.checkpoint_every=0",
-    ])
+    config = load_config(
+        CONFIGS / "gemma3-270m-lora.yaml",
+        [
+            f"data.train={write_jsonl('facts.jsonl', FACTS)}",
+            "data.holdout=null",
+            f"data.validation={write_jsonl('val.jsonl', contradicting)}",
+            f"output_dir={out}",
+            "optim.max_steps=15",
+            "optim.lr=1e-3",
+            "optim.warmup_steps=0",
+            "lora.dropout=0",
+            "loop.eval_every=1",
+            "loop.early_stopping_patience=2",
+            "loop.checkpoint_every=0",
+        ],
+    )
     result = run(config, progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
     evals = losses(out, "eval_loss")
@@ -167,26 +222,45 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path, write_jsonl: Json
     assert manifest["metrics"]["best_step"] == evals.index(best) + 1
 
 
-def test_bad_data_is_refused_before_the_model_loads(tmp_path: Path, write_jsonl: JsonlWriter) -> None:
+def test_bad_data_is_refused_before_the_model_loads(
+    tmp_path: Path, write_jsonl: JsonlWriter
+) -> None:
     train = write_jsonl("train.jsonl", [*FACTS, FACTS[0]])
-    result = CliRunner().invoke(app, [
-        "run", str(CONFIGS / "gemma3-270m-lora.yaml"), f"data.train={train}",
-        f"output_dir={tmp_path / 'o'}", *QUIET, "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(CONFIGS / "gemma3-270m-lora.yaml"),
+            f"data.train={train}",
+            f"output_dir={tmp_path / 'o'}",
+            *QUIET,
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2
     assert "1 exact duplicates" in result.output and "train.jsonl:1, train.jsonl:5" in result.output
     assert not (tmp_path / "o" / "adapter_model.safetensors").exists()
 
     holdout = write_jsonl("holdout.jsonl", [FACTS[2]])
-    result = CliRunner().invoke(app, [
-        "run", str(CONFIGS / "gemma3-270m-lora.yaml"), f"data.train={write_jsonl('t.jsonl', FACTS)}",
-        f"output_dir={tmp_path / 'o'}", *QUIET, f"data.holdout={holdout}", "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(CONFIGS / "gemma3-270m-lora.yaml"),
+            f"data.train={write_jsonl('t.jsonl', FACTS)}",
+            f"output_dir={tmp_path / 'o'}",
+            *QUIET,
+            f"data.holdout={holdout}",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2 and "in the frozen holdout" in result.output
 
 
 def test_an_invalid_override_exits_with_the_field_named(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["check", str(CONFIGS / "gemma3-270m-lora.yaml"), "optim.lr=-1"])
+    result = CliRunner().invoke(
+        app, ["check", str(CONFIGS / "gemma3-270m-lora.yaml"), "optim.lr=-1"]
+    )
     assert result.exit_code == 2 and "optim.lr" in result.output
     result = CliRunner().invoke(app, ["check", str(CONFIGS / "gemma3-270m-lora.yaml"), "lora.r=4"])
     assert result.exit_code == 0 and json.loads(result.stdout)["lora"]["r"] == 4

@@ -55,8 +55,10 @@ def test_the_stop_tokens_come_from_the_generation_config(tokenizer: Any, model_d
 
 def test_prompt_completion_as_text_trains_on_the_completion_and_eos(tokenizer: Any) -> None:
     example = Example(
-        ({"role": "user", "content": "The capital of France is"},
-         {"role": "assistant", "content": " Paris"}),
+        (
+            {"role": "user", "content": "The capital of France is"},
+            {"role": "assistant", "content": " Paris"},
+        ),
         "t:1",
         kind="prompt_completion",
     )
@@ -64,5 +66,7 @@ def test_prompt_completion_as_text_trains_on_the_completion_and_eos(tokenizer: A
     prompt = tokenizer("The capital of France is")["input_ids"]
     assert item.input_ids[: len(prompt)] == prompt and prompt[0] == tokenizer.bos_token_id
     assert item.labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
-    trained = [t for t, label in zip(item.input_ids, item.labels, strict=True) if label != IGNORE_INDEX]
+    trained = [
+        t for t, label in zip(item.input_ids, item.labels, strict=True) if label != IGNORE_INDEX
+    ]
     assert tokenizer.decode(trained) == " Paris<eos>"
