@@ -135,33 +135,41 @@ def no_grad_eval(model: nn.Module) -> Iterator[None]:
 def label_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     """The summed cross-entropy over labelled positions, and how many there are.
 
-    Only positions whose (shifted) label is trained get logits: with assistant-only loss that is a
-    few percent of the sequence, and the output projection (262k vocabulary for Gemma) would
-    otherwise dominate the step. `logits_to_keep` takes the union of those positions over the
-    batch rows, which keeps the model's own head (and logit soft-capping) in charge.
+    Only labelled positions get logits: with assistant-only loss that is a few percent of the
+    sequence, and the output projection (262k vocabulary for Gemma) would otherwise dominate the
+    step. `logits_to_keep` (the union of labelled columns over the rows) trims the hidden states
+    the model hands to its head; a pre-hook on the head then gathers exactly the labelled
+    (row, column) pairs, so rows do not pay for each other's positions. The model's own head and
+    logit soft-capping stay in charge.
 
     Returns:
         (sum of token losses as a scalar tensor, number of label tokens).
     """
     device = next(model.parameters()).device
     labels = batch.shifted_labels.to(device)
-    keep = (labels != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
-    count = int((labels != IGNORE_INDEX).sum())
-    if count == 0:
+    rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+    if rows.numel() == 0:
         return torch.zeros((), device=device), 0
-    out = model(
-        input_ids=batch.input_ids.to(device),
-        attention_mask=None if batch.attention_mask is None else batch.attention_mask.to(device),
-        position_ids=None if batch.position_ids is None else batch.position_ids.to(device),
-        logits_to_keep=keep,
-        use_cache=False,
-    )
-    logits = out.logits.float()
-    targets = labels[:, keep]
-    loss = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return loss, count
+    keep = torch.unique(cols)  # sorted
+    col_in_keep = torch.searchsorted(keep, cols)
+
+    def gather(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0][rows, col_in_keep].unsqueeze(0), *args[1:])
+
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        out = model(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=None
+            if batch.attention_mask is None
+            else batch.attention_mask.to(device),
+            position_ids=None if batch.position_ids is None else batch.position_ids.to(device),
+            logits_to_keep=keep,
+            use_cache=False,
+        )
+    finally:
+        handle.remove()
+    logits = out.logits[0].float()  # (labelled tokens, vocabulary)
+    loss = nn.functional.cross_entropy(logits, labels[rows, cols], reduction="sum")
+    return loss, int(rows.numel())

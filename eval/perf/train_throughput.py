@@ -13,13 +13,15 @@ and reports real (non-pad) tokens per second and its peak resident memory:
   recipe-qlora    the recipe with a 4-bit NF4 base (memory comparison)
 
 Without --data, the examples are synthetic chats of widely varying length (a long user turn of
-random words, a short reply), the case padding wastes most on and packing is meant for.
+random words, log-uniform in length, a short reply): the long-tailed lengths of real chat data,
+the case padding wastes most on and packing is meant for.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
@@ -98,11 +100,13 @@ _WORDS = [
 
 
 def synthetic_chats(count: int, seed: int, max_words: int) -> list[dict[str, Any]]:
-    """Chats with user turns of 10..max_words random words and a one-line reply."""
+    """Chats with user turns of 10..max_words random words (log-uniform) and a one-line reply."""
     rng = random.Random(seed)
     records = []
     for index in range(count):
-        words = " ".join(rng.choices(_WORDS, k=rng.randint(10, max_words)))
+        # Log-uniform lengths: many short turns, a long tail, as chat data usually is.
+        length = round(math.exp(rng.uniform(math.log(10), math.log(max_words))))
+        words = " ".join(rng.choices(_WORDS, k=length))
         reply = f"{rng.choice(_WORDS).title()} {rng.randint(1000, 1999)} [{rng.randint(1, 4)}]"
         records.append(
             {
