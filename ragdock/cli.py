@@ -10,6 +10,7 @@ from eval.cli import app as eval_app
 from retrieval.cli import app as retrieval_app
 from retrieval.ingest_cli import ingest
 from server.cli import serve, up
+from training.cli import app as train_app
 
 app = typer.Typer(
     help="ragdock: RAG + LoRA adapters on vLLM behind an OpenAI-compatible gateway.",
@@ -23,6 +24,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")
 app.add_typer(adapters_app, name="adapters")
 app.command(help="Ingest files into a collection of a running gateway, with progress.")(ingest)
+app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(retrieval_app, name="retrieval", help="Offline store commands (gateway stopped).")
 
