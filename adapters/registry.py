@@ -5,8 +5,8 @@ Layout:
     ROOT/NAME/aliases.json         {"prod": {"version": "v2", "history": ["v1"]}, ...}
     ROOT/NAME/VERSION/             PEFT files, manifest.json, eval_report.json, registry.json
     ROOT/.resolver/NAME@VERSION/   the same adapter as vLLM's filesystem LoRA resolver wants it:
-                                   named as requests name it, base_model_name_or_path = the name
-                                   the engine serves the base under (the resolver checks that)
+                                   named as requests name it, base_model_name_or_path = the
+                                   engine's --model value (the resolver checks that)
 
 A push copies into a hidden temporary directory and renames it into place, so a version is either
 complete or absent. Mutations hold an exclusive lock on ROOT/.lock; readers need none because every
@@ -71,7 +71,7 @@ class AdapterRegistry:
             root: the registry directory (created if missing).
             limits: what the engine accepts (rank, size, modules).
             base: the served base model, which adapters must match.
-            engine_base_name: the engine's name for the base; when given, every version is also
+            engine_base_name: the engine's --model value; when given, every version is also
                 published under ROOT/.resolver for vLLM's filesystem LoRA resolver.
         """
         self.root = root

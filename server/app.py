@@ -17,7 +17,7 @@ from server import health
 from server.adapters_api import router as adapters_router
 from server.adapters_api.service import AdapterService
 from server.auth import KeyRing
-from server.base_model import served_base_identity, served_module_shapes
+from server.base_model import engine_model_argument, served_base_identity, served_module_shapes
 from server.documents_api import router as documents_router
 from server.documents_api.service import DocumentService
 from server.engine_client import EngineClient
@@ -80,7 +80,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
             max_rank=settings.engine_max_lora_rank, module_shapes=served_module_shapes(settings)
         ),
         served_base_identity(settings),
-        engine_base_name=settings.base_engine_model,
+        engine_base_name=engine_model_argument(settings),
     )
     catalog = ModelCatalog(
         alias=settings.served_model_name,

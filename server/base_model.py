@@ -31,3 +31,11 @@ def served_module_shapes(settings: Settings) -> dict[str, tuple[int, int]] | Non
     if not config.is_file():
         return None  # an external engine's model: the engine will check shapes itself
     return module_shapes_from_config(json.loads(config.read_text()))
+
+
+def engine_model_argument(settings: Settings) -> str:
+    """The engine's `--model` value: vLLM's filesystem LoRA resolver accepts an adapter only
+    when its base_model_name_or_path equals exactly this."""
+    if settings.model == DEFAULT_MODEL:
+        return str(default_model_dir(settings.home))
+    return settings.model
