@@ -23,7 +23,7 @@ from server.documents_api.protocol import (
     IngestResult,
 )
 from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError, NotFoundError
-from server.rag.service import _source
+from server.rag.service import numbered_sources
 
 _CONTENT_TYPES = {
     ".txt": "text/plain",
@@ -159,7 +159,7 @@ class DocumentService:
         info, chunks = found
         return DocumentDetail(
             **_document_out(info).model_dump(),
-            chunks=[_source(i, c) for i, c in enumerate(chunks, start=1)],
+            chunks=numbered_sources(chunks),
         )
 
     async def delete_document(self, collection: str, tenant: str, doc_id: str) -> None:

@@ -122,7 +122,7 @@ class RagService:
                 code="retrieval_unavailable",
             ) from exc
         self._metrics.retrieval_latency.labels(collection).observe(time.perf_counter() - started)
-        sources = [_source(i, chunk) for i, chunk in enumerate(chunks, start=1)]
+        sources = numbered_sources(chunks)
         return RetrievalOutcome(sources, top_score, self.threshold(collection, min_score))
 
     def _search(
@@ -155,6 +155,11 @@ def _search_filter(flt: RagFilter | None) -> SearchFilter:
         updated_from=flt.updated_from,
         updated_before=flt.updated_before,
     )
+
+
+def numbered_sources(chunks: list[ScoredChunk]) -> list[Source]:
+    """Chunks as the sources a client sees, numbered from 1 as the prompt cites them."""
+    return [_source(i, chunk) for i, chunk in enumerate(chunks, start=1)]
 
 
 def _source(index: int, chunk: ScoredChunk) -> Source:
