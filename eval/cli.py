@@ -1,18 +1,160 @@
-"""`ragdock eval ...` commands for retrieval (more suites hook in here)."""
+"""`ragdock eval ...`: run a suite against a gateway, apply a gate, score retrieval alone.
+
+ragdock eval SUITE.yaml [--gate GATE.yaml] [--attach]   (short for `ragdock eval run ...`)
+ragdock eval gate REPORT.json GATE.yaml                  exit 0 = passed, 1 = failed
+ragdock eval retrieval --beir DIR                        retrieval only, in process
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
-app = typer.Typer(help="Evaluate retrieval (and, later, generation and grounding).")
+app = typer.Typer(help="Evaluate adapters against the base and the previous version; gate them.")
 
 
 @app.callback()
 def _group() -> None:
-    """Keeps `retrieval` a named sub-command even while it is the only one."""
+    """Evaluation suites, gates and retrieval scoring."""
+
+
+@app.command("run")
+def run_command(
+    suite_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Suite YAML."),
+    out: Path | None = typer.Option(None, help="Report folder (default runs/eval/SUITE-NAME)."),
+    gate: Path | None = typer.Option(None, exists=True, help="Apply this gate to the report."),
+    attach: bool = typer.Option(
+        False,
+        help="Attach the gated report to the candidate in the "
+        "registry (what `ragdock adapters promote` reads).",
+    ),
+    gateway: str | None = typer.Option(
+        None, help="Gateway URL (default: the suite's, or RAGDOCK_GATEWAY_URL)."
+    ),
+) -> None:
+    """Run a suite: every task on the candidate, the base and the previous version."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from eval.gateway import GatewayError
+    from eval.runner import build_report, run_tasks, write_outputs, write_predictions
+    from eval.suite import SuiteError, load_suite
+
+    console = Console()
+    try:
+        suite = load_suite(suite_path)
+    except SuiteError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    url = gateway or os.environ.get("RAGDOCK_GATEWAY_URL") or suite.gateway
+    out_dir = out or Path("runs/eval") / suite.name
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+
+        def progress(label: str, total: int) -> Callable[[], None]:
+            task_id = bar.add_task(label, total=total)
+            return lambda: bar.advance(task_id)
+
+        try:
+            run = asyncio.run(
+                run_tasks(
+                    suite,
+                    gateway_url=url,
+                    api_key=os.environ.get("RAGDOCK_API_KEY"),
+                    progress=progress,
+                )
+            )
+        except (SuiteError, GatewayError) as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
+    report = build_report(run, suite, suite_path, url)
+    write_outputs(report, out_dir)
+    write_predictions(run, out_dir)
+    console.print(f"report: {out_dir}/report.md (json, predictions.jsonl, PNG charts beside it)")
+    passed = True
+    if gate:
+        passed = _apply_gate(report, gate, out_dir, console)
+    if attach:
+        _attach(report, url, console)
+    raise typer.Exit(0 if passed else 1)
+
+
+@app.command("gate")
+def gate_command(
+    report_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="report.json"),
+    gate_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Gate YAML."),
+) -> None:
+    """Check a report against a gate: explains each rule; exit 0 passed, 1 failed.
+
+    The verdict is written into the report (JSON and Markdown), where the registry reads it.
+    """
+    from rich.console import Console
+
+    console = Console()
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    passed = _apply_gate(report, gate_path, report_path.parent, console)
+    raise typer.Exit(0 if passed else 1)
+
+
+def _apply_gate(report: dict[str, Any], gate_path: Path, out_dir: Path, console: Any) -> bool:
+    from rich.table import Table
+
+    from eval.gates import evaluate_gate, load_gate
+    from eval.runner import write_outputs
+    from eval.suite import SuiteError
+
+    try:
+        spec = load_gate(gate_path)
+    except SuiteError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    verdict = evaluate_gate(report, spec)
+    report["gate"] = verdict
+    write_outputs(report, out_dir)
+    table = Table(
+        "rule",
+        "observed",
+        "verdict",
+        "why",
+        title=f"gate {spec.name}: {'PASSED' if verdict['passed'] else 'FAILED'}",
+    )
+    for v in verdict["verdicts"]:
+        mark = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
+        table.add_row(v["rule"], v["observed"], mark, v["why"])
+    console.print(table)
+    return bool(verdict["passed"])
+
+
+def _attach(report: dict[str, Any], url: str, console: Any) -> None:
+    import httpx
+
+    record = report["candidate_record"]
+    key = os.environ.get("RAGDOCK_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.put(
+        f"{url.rstrip('/')}/v1/adapters/{record['name']}/{record['version']}/eval-report",
+        json=report,
+        headers=headers,
+        timeout=60,
+    )
+    if response.status_code >= 400:
+        console.print(
+            f"[red]attaching the report failed: HTTP {response.status_code} "
+            f"{response.text[:300]}[/]"
+        )
+        raise typer.Exit(2)
+    console.print(f"attached to {record['name']}@{record['version']} in the registry")
 
 
 @app.command("retrieval")

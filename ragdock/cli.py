@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from adapters.cli import app as adapters_app
@@ -29,8 +31,20 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(retrieval_app, name="retrieval", help="Offline store commands (gateway stopped).")
 
 
+# `ragdock eval SUITE.yaml` and `ragdock train CONFIG.yaml` are the documented short forms of
+# `... run FILE`; click cannot mix a positional file with sub-commands, so the alias is spelt here.
+_RUN_ALIASES = {"eval", "train"}
+
+
+def expand_short_forms(argv: list[str]) -> list[str]:
+    """`[eval|train] FILE.yaml ...` -> `[eval|train] run FILE.yaml ...`; anything else unchanged."""
+    if len(argv) >= 2 and argv[0] in _RUN_ALIASES and argv[1].endswith((".yaml", ".yml")):
+        return [argv[0], "run", *argv[1:]]
+    return argv
+
+
 def main() -> None:
-    app()
+    app(args=expand_short_forms(sys.argv[1:]), prog_name="ragdock")
 
 
 if __name__ == "__main__":
