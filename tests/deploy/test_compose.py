@@ -1,0 +1,114 @@
+"""The compose file, rendered and validated by Docker Compose itself (`config`, no engine needed),
+and the gateway's Dockerfile, linted by hadolint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.support import DEPLOY, run, tool
+
+COMPOSE_FILE = DEPLOY / "compose" / "docker-compose.yml"
+REQUIRED_ENV = {"RAGDOCK_API_KEYS": "k" * 32, "GRAFANA_ADMIN_PASSWORD": "p" * 16}
+
+
+def _config(env: dict[str, str]) -> tuple[int, str]:
+    proc = run(tool("docker-compose"), "-f", COMPOSE_FILE, "config", "--format", "json", env=env)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **REQUIRED_ENV}
+    code, out = _config(env)
+    assert code == 0, out
+    rendered: dict[str, Any] = json.loads(out)
+    return rendered
+
+
+def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"vllm", "gateway", "qdrant", "prometheus", "grafana"}
+    assert compose["services"]["vllm"]["image"].startswith("vllm/vllm-openai:v")
+
+
+def test_compose_refuses_to_start_without_api_keys() -> None:
+    env = {"PATH": os.environ["PATH"], "GRAFANA_ADMIN_PASSWORD": "p" * 16}
+    code, out = _config(env)
+    assert code != 0
+    assert "RAGDOCK_API_KEYS" in out
+
+
+def test_vllm_serves_lora_with_runtime_updates_on_a_gpu(compose: dict[str, Any]) -> None:
+    vllm = compose["services"]["vllm"]
+    args = vllm["command"]
+    assert "--enable-lora" in args
+    assert any(a.startswith("--max-lora-rank=") for a in args)
+    assert any(a.startswith("--max-loras=") for a in args)
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert vllm["environment"]["VLLM_PLUGINS"] == "lora_filesystem_resolver"
+    (device,) = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"]
+
+
+def test_gateway_and_engine_agree_on_model_rank_and_adapters(compose: dict[str, Any]) -> None:
+    vllm, gateway = compose["services"]["vllm"], compose["services"]["gateway"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in vllm["command"] if "=" in a)
+    env = gateway["environment"]
+    # vLLM's filesystem resolver refuses an adapter whose base model is not the engine's --model.
+    assert env["RAGDOCK_MODEL"] == flags["model"]
+    assert env["RAGDOCK_ENGINE_MAX_LORA_RANK"] == flags["max-lora-rank"]
+    assert env["RAGDOCK_ENGINE_URL"] == "http://vllm:8000"
+    assert env["RAGDOCK_QDRANT_URL"] == "http://qdrant:6333"
+    mounts = {
+        s: {m["target"]: m for m in compose["services"][s]["volumes"]} for s in compose["services"]
+    }
+    assert mounts["vllm"]["/adapters"]["source"] == mounts["gateway"]["/adapters"]["source"]
+    assert mounts["vllm"]["/adapters"]["read_only"] is True
+    assert not mounts["gateway"]["/adapters"].get("read_only", False)
+    assert (
+        vllm["environment"]["VLLM_LORA_RESOLVER_CACHE_DIR"]
+        == f"{env['RAGDOCK_ADAPTERS_DIR']}/.resolver"
+    )
+    assert mounts["qdrant"]["/qdrant/storage"]["type"] == "volume"
+
+
+def test_prometheus_and_grafana_mount_files_that_exist(compose: dict[str, Any]) -> None:
+    binds = [
+        Path(m["source"])
+        for service in ("prometheus", "grafana")
+        for m in compose["services"][service]["volumes"]
+        if m["type"] == "bind"
+    ]
+    assert len(binds) == 4
+    for source in binds:
+        assert source.exists(), source
+        assert DEPLOY in source.parents
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    proc = run(tool("hadolint"), DEPLOY / "Dockerfile")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /app && pip install fastapi\n")
+    proc = run(tool("hadolint"), bad)
+    assert proc.returncode != 0
+    assert "DL3007" in proc.stdout  # the :latest tag
+
+
+def test_dockerfile_runs_unprivileged_with_a_health_check() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
+    assert user.split(":")[0] not in {"root", "0"}
+    (health,) = re.findall(r"^HEALTHCHECK .*(?:\n\s+.*)*", text, flags=re.M)
+    assert "/healthz" in health
+    for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.M):
+        for path in source.split():
+            assert (DEPLOY.parent / path).exists(), f"COPY {path}: not in the repository"

@@ -1,0 +1,84 @@
+"""Scrape configs and alert rules, checked by promtool, with the alerts' own unit tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.support import (
+    DEPLOY,
+    gateway_metric_names,
+    promql_metric_names,
+    run,
+    tool,
+    vllm_metric_names,
+)
+
+PROMETHEUS = DEPLOY / "prometheus"
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-k8s.yml"])
+def test_scrape_config_is_valid_and_scrapes_gateway_vllm_and_qdrant(config: str) -> None:
+    proc = run(tool("promtool"), "check", "config", PROMETHEUS / config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = {
+        job["job_name"]
+        for job in yaml.safe_load((PROMETHEUS / config).read_text())["scrape_configs"]
+    }
+    assert jobs == {"gateway", "vllm", "qdrant"}  # the alert rules select these job names
+
+
+def test_alert_rules_are_valid() -> None:
+    proc = run(tool("promtool"), "check", "rules", PROMETHEUS / "alerts.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_alert_unit_tests_pass() -> None:
+    proc = run(tool("promtool"), "test", "rules", PROMETHEUS / "alerts_test.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_alert_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
+    shutil.copy(PROMETHEUS / "alerts_test.yml", tmp_path)
+    rules = (PROMETHEUS / "alerts.yml").read_text()
+    assert rules.count("> 0.05") == 1
+    (tmp_path / "alerts.yml").write_text(rules.replace("> 0.05", "> 0.5"))
+    proc = run(tool("promtool"), "test", "rules", tmp_path / "alerts_test.yml")
+    assert proc.returncode != 0
+    assert "RagdockHighErrorRate" in proc.stdout + proc.stderr
+
+
+def _alerts() -> list[dict[str, Any]]:
+    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_alerts_cover_the_failure_modes_and_are_documented() -> None:
+    alerts = _alerts()
+    names = {a["alert"] for a in alerts}
+    assert names == {
+        "RagdockEngineDown", "RagdockHighErrorRate", "RagdockHighLatencyP95",
+        "RagdockAbstentionSpike", "RagdockAdapterLoadFailures", "RagdockRetrievalErrors",
+        "RagdockQdrantDown",
+    }  # fmt: skip
+    readme = (DEPLOY / "README.md").read_text()
+    tested = (PROMETHEUS / "alerts_test.yml").read_text()
+    for alert in alerts:
+        assert alert["labels"]["severity"] in {"critical", "warning"}
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+        assert f"`{alert['alert']}`" in readme, (
+            f"{alert['alert']} is not explained in deploy/README.md"
+        )
+        assert f"alertname: {alert['alert']}\n" in tested, f"{alert['alert']} has no unit test"
+
+
+def test_alerts_use_only_metrics_that_are_exported() -> None:
+    known = gateway_metric_names() | vllm_metric_names() | {"up"}
+    for alert in _alerts():
+        used = promql_metric_names(alert["expr"])
+        assert used, alert["alert"]
+        assert used <= known, f"{alert['alert']}: unknown metrics {used - known}"
