@@ -1,0 +1,265 @@
+"""`ragdock eval` end to end on the real engine, gateway, embedder and Qdrant: two real adapters
+trained by `ragdock train` on RAFT data, one that answers from its sources and one built to fail
+(trained to always abstain). The first passes the gate and is promoted; the second is compared
+with the first (now `prod`) and the base, fails, and its promotion is refused. A suite whose
+holdout differs from the one recorded at training time is refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE
+from tests.support import TEST_API_KEY, GatewayProcess
+from tests.training.test_raft import synthetic_squad
+from training.cli import app as train_app
+from training.raft import RaftOptions, build_raft
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ADAPTER = "evalgate"
+GATE = {
+    "name": "e2e",
+    "rules": [
+        # Built to catch the always-abstaining adapter.
+        {"metric": "grounding.false_abstention", "op": "<=", "threshold": 0.5},
+        # No catastrophic forgetting of general text (generous: a few training steps here).
+        {"metric": "forgetting.perplexity_increase", "op": "<=", "threshold": 1.0},
+        {
+            "metric": "grounding.crag_score",
+            "compare_to": "previous",
+            "op": ">=",
+            "threshold": -0.5,
+            "if_missing": "pass",
+        },
+    ],
+}
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ref(path: Path) -> dict[str, str]:
+    return {"path": str(path), "sha256": sha256(path)}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def train(data: Path, holdout: Path, out: Path, steps: int, lr: float) -> Path:
+    result = CliRunner().invoke(
+        train_app,
+        [
+            "run",
+            str(REPO / "training/configs/gemma3-270m-lora.yaml"),
+            f"data.train={data}",
+            f"data.holdout={holdout}",
+            "data.validation=null",
+            f"output_dir={out}",
+            f"optim.max_steps={steps}",
+            f"optim.lr={lr}",
+            "optim.warmup_steps=0",
+            "lora.dropout=0",
+            "loop.eval_every=0",
+            "loop.early_stopping_patience=0",
+            "loop.checkpoint_every=0",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """RAFT data from a synthetic SQuAD file, two trained adapters and small general data."""
+    root = tmp_path_factory.mktemp("eval-gate")
+    corpus = root / "squad.json"
+    corpus.write_text(json.dumps(synthetic_squad()))
+    raft = root / "raft"
+    build_raft(corpus, raft, RaftOptions(distractors=1, p_remove_oracle=0.0, max_tokens=None))
+    holdout = raft / "holdout.jsonl"
+    rows = [json.loads(line) for line in (raft / "train.jsonl").read_text().splitlines()]
+    answering = write_jsonl(
+        root / "answering.jsonl", [r for r in rows if r["metadata"]["kind"] == "answerable"]
+    )
+    abstaining = write_jsonl(
+        root / "abstaining.jsonl",
+        [
+            {
+                **r,
+                "messages": [
+                    *r["messages"][:-1],
+                    {"role": "assistant", "content": DEFAULT_ABSTENTION_MESSAGE},
+                ],
+            }
+            for r in rows
+        ],
+    )
+    general = [json.loads(x) for x in (REPO / "eval/data/general_text.jsonl").open()][:4]
+    qa = [json.loads(x) for x in (REPO / "eval/data/general_qa.jsonl").open()][:6]
+    return {
+        "root": root,
+        "corpus": corpus,
+        "holdout": holdout,
+        "text": write_jsonl(root / "text.jsonl", general),
+        "qa": write_jsonl(root / "qa.jsonl", qa),
+        "answering": train(answering, holdout, root / "answering", steps=8, lr=1e-3),
+        "abstaining": train(abstaining, holdout, root / "abstaining", steps=15, lr=2e-3),
+    }
+
+
+def write_suite(ws: dict[str, Path], candidate: str, holdout: Path) -> Path:
+    suite = {
+        "name": f"e2e-{candidate.replace('@', '-')}",
+        "candidate": candidate,
+        "alias": "prod",
+        "concurrency": 4,
+        "bootstrap": {"resamples": 500},
+        "holdout": ref(holdout),
+        "tasks": [
+            {
+                "kind": "grounding",
+                "holdout": ref(holdout),
+                "corpus": ref(ws["corpus"]),
+                "collection": "eval-e2e",
+                "max_tokens": 24,
+            },
+            {"kind": "generation", "data": ref(holdout), "max_examples": 4, "max_tokens": 24},
+            {"kind": "forgetting", "text": ref(ws["text"]), "qa": ref(ws["qa"])},
+        ],
+    }
+    path = ws["root"] / f"{suite['name']}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    (ws["root"] / "gate.yaml").write_text(yaml.safe_dump(GATE))
+    return path
+
+
+def admin_client(gateway: GatewayProcess) -> httpx.Client:
+    return httpx.Client(
+        base_url=gateway.api_base, timeout=300, headers={"Authorization": f"Bearer {TEST_API_KEY}"}
+    )
+
+
+def push_adapter(admin: httpx.Client, directory: Path, name: str) -> str:
+    """Upload a `ragdock train` output directory as is; returns the model name to request."""
+    files = [
+        ("files", (p.name, p.read_bytes())) for p in sorted(directory.iterdir()) if p.is_file()
+    ]
+    response = admin.post("/adapters/upload", files=files, data={"name": name})
+    assert response.status_code == 201, response.text
+    return str(response.json()["model"])
+
+
+def ragdock_eval(
+    suite: Path, gateway: GatewayProcess, out: Path
+) -> subprocess.CompletedProcess[str]:
+    """The real command line: `ragdock eval SUITE.yaml --gate GATE.yaml --attach`."""
+    env = {**os.environ, "RAGDOCK_API_KEY": TEST_API_KEY}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ragdock.cli",
+            "eval",
+            str(suite),
+            "--gate",
+            str(suite.parent / "gate.yaml"),
+            "--attach",
+            "--gateway",
+            gateway.url,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+    )
+
+
+def test_gate_promotes_the_answering_adapter_and_refuses_the_abstaining_one(
+    workspace: dict[str, Path], gateway: GatewayProcess
+) -> None:
+    admin = admin_client(gateway)
+
+    def push(directory: Path) -> str:
+        return push_adapter(admin, directory, ADAPTER)
+
+    # v1 answers from its sources: no previous version yet, compared with the base only.
+    first = push(workspace["answering"])
+    out1 = workspace["root"] / "report-v1"
+    run1 = ragdock_eval(write_suite(workspace, first, workspace["holdout"]), gateway, out1)
+    assert run1.returncode == 0, run1.stdout + run1.stderr
+    report1 = json.loads((out1 / "report.json").read_text())
+    assert report1["models"]["previous"] is None and report1["models"]["base"]
+    assert report1["holdout"]["status"] == "matches the training manifest"
+    grounding1 = report1["tasks"]["grounding"]["metrics"]
+    assert grounding1["candidate"]["false_abstention"] <= 0.5
+    assert set(grounding1) == {"candidate", "base"}
+    assert "crag_score" in report1["tasks"]["grounding"]["deltas"]["vs_base"]
+    assert report1["tasks"]["forgetting"]["relative"]["perplexity_increase"]["value"] < 1.0
+    assert {"exact_match", "rouge_l", "chrf"} <= set(
+        report1["tasks"]["generation"]["metrics"]["base"]
+    )
+    assert report1["gate"]["passed"] is True
+    for name in ("report.md", "grounding.png", "predictions.jsonl"):
+        assert (out1 / name).stat().st_size > 0, name
+    assert "## grounding (grounding)" in (out1 / "report.md").read_text()
+    promoted = admin.post(
+        f"/adapters/{ADAPTER}/{report1['candidate_record']['version']}/promote",
+        json={"alias": "prod"},
+    )
+    assert promoted.status_code == 200, promoted.text
+
+    # v2 always abstains: compared with v1 (prod now) and the base, it fails the gate.
+    second = push(workspace["abstaining"])
+    out2 = workspace["root"] / "report-v2"
+    run2 = ragdock_eval(write_suite(workspace, second, workspace["holdout"]), gateway, out2)
+    assert run2.returncode == 1, run2.stdout + run2.stderr
+    report2 = json.loads((out2 / "report.json").read_text())
+    assert report2["models"]["previous"] == first
+    grounding2 = report2["tasks"]["grounding"]["metrics"]
+    assert grounding2["candidate"]["false_abstention"] == 1.0
+    assert grounding2["candidate"]["hallucination"] == 0.0
+    assert grounding2["base"]["false_abstention"] < 1.0  # the adapter changed the engine's answers
+    failed = [v["rule"] for v in report2["gate"]["verdicts"] if not v["passed"]]
+    assert failed == ["grounding.false_abstention <= 0.5"]
+    refused = admin.post(
+        f"/adapters/{ADAPTER}/{report2['candidate_record']['version']}/promote",
+        json={"alias": "prod"},
+    )
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "gate_not_passed"
+    aliases = admin.get(f"/adapters/{ADAPTER}").json()["aliases"]
+    assert aliases["prod"] == report1["candidate_record"]["version"]
+
+
+def test_a_holdout_other_than_the_training_one_is_refused(
+    workspace: dict[str, Path], gateway: GatewayProcess
+) -> None:
+    changed = workspace["root"] / "holdout-changed.jsonl"
+    lines = workspace["holdout"].read_text().splitlines()
+    changed.write_text("\n".join(lines[1:]) + "\n")  # one example fewer: another holdout
+    candidate = push_adapter(admin_client(gateway), workspace["answering"], f"{ADAPTER}-other")
+    suite = write_suite(workspace, candidate, changed)
+    run = ragdock_eval(suite, gateway, workspace["root"] / "report-changed")
+    assert run.returncode == 2
+    assert "holdout mismatch" in run.stdout.replace("\n", " ")
+    assert not (workspace["root"] / "report-changed" / "report.json").exists()
