@@ -37,6 +37,7 @@ def run_command(
     gateway: str | None = typer.Option(
         None, help="Gateway URL (default: the suite's, or RAGDOCK_GATEWAY_URL)."
     ),
+    candidate: str | None = typer.Option(None, help="Override the suite's candidate."),
 ) -> None:
     """Run a suite: every task on the candidate, the base and the previous version."""
     from rich.console import Console
@@ -52,6 +53,8 @@ def run_command(
     except SuiteError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
+    if candidate:
+        suite = suite.model_copy(update={"candidate": candidate})
     url = gateway or os.environ.get("RAGDOCK_GATEWAY_URL") or suite.gateway
     out_dir = out or Path("runs/eval") / suite.name
     columns = (

@@ -64,8 +64,11 @@ class EvalGateway:
         return str(bases[0])
 
     async def adapter_version(self, name: str, selector: str) -> dict[str, Any]:
-        """The registry's record of NAME@SELECTOR (a version, or an alias resolved to one)."""
+        """The registry's record of NAME@SELECTOR: a version, an alias, or `latest` (the version
+        pushed last)."""
         summary = await self.call("GET", f"/adapters/{name}")
+        if selector == "latest" and summary["versions"]:
+            selector = summary["versions"][-1]  # the registry lists versions in push order
         version = summary["aliases"].get(selector, selector)
         if version not in summary["versions"]:
             raise GatewayError(f"{name}@{selector}: no such version or alias")

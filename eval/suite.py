@@ -130,7 +130,9 @@ class Suite(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     gateway: str = Field("http://127.0.0.1:8000", description="RAGDOCK_GATEWAY_URL overrides.")
-    candidate: str = Field(description="The adapter under test: NAME@VERSION or NAME@ALIAS.")
+    candidate: str = Field(
+        description="The adapter under test: NAME@VERSION, NAME@ALIAS or NAME@latest."
+    )
     alias: str = Field("prod", description="'previous' is what this alias points at now.")
     base: str | None = Field(None, description="The base model's name; default: the gateway's.")
     holdout: DataRef | None = Field(
