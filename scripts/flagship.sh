@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The grounded-answering adapter, start to finish, as it was made for the demo:
+#   1. build RAFT data from SQuAD 2.0 (split by article; frozen holdout),
+#   2. train the LoRA (training/configs/grounded-raft-270m.yaml; ~35 min on 2 idle cores),
+#   3. start a gateway, push the adapter, run the eval suite against the base with the default gate,
+#   4. copy the adapter, its manifest, model card and gated eval report to adapters/demo/grounded/,
+#      which `ragdock up` pushes and promotes on start.
+# Steps already done are skipped (delete runs/raft-squad2 or runs/grounded-raft-270m to redo them).
+#
+#   scripts/flagship.sh [SQUAD_JSON]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+squad=${1:-../shared/data/squad2-public/squad2-dev-public.json}
+port=${RAGDOCK_FLAGSHIP_PORT:-8100}
+work=${RAGDOCK_FLAGSHIP_WORK:-runs/flagship}
+ragdock=.venv/bin/ragdock
+
+if [[ ! -f runs/raft-squad2/holdout.jsonl ]]; then
+  $ragdock train build-raft "$squad" --out runs/raft-squad2 --distractors 3 \
+    --p-remove-oracle 0.15 --p-keep-unanswerable 0.5 --max-train 480 --max-validation 48 \
+    --max-tokens 1024 --seed 0
+fi
+if [[ ! -f runs/grounded-raft-270m/manifest.json ]]; then
+  $ragdock train training/configs/grounded-raft-270m.yaml
+fi
+
+# A gateway of its own (own registry and store under $work), stopped on exit.
+mkdir -p "$work"
+RAGDOCK_DATA_DIR="$work/data" RAGDOCK_ADAPTERS_DIR="$work/adapters" \
+  $ragdock up --port "$port" >"$work/gateway.log" 2>&1 &
+gateway_pid=$!
+trap 'kill -INT $gateway_pid 2>/dev/null; wait $gateway_pid 2>/dev/null || true' EXIT
+for _ in $(seq 600); do
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
+  kill -0 $gateway_pid 2>/dev/null || { tail -30 "$work/gateway.log"; exit 1; }
+  sleep 1
+done
+
+export RAGDOCK_GATEWAY_URL="http://127.0.0.1:$port"
+$ragdock adapters push runs/grounded-raft-270m --name grounded --gateway "$RAGDOCK_GATEWAY_URL"
+status=0
+$ragdock eval eval/suites/grounded-raft-270m.yaml --candidate grounded@latest \
+  --gate eval/suites/grounded-raft-270m.gate.yaml --attach --out runs/eval/grounded-raft-270m \
+  || status=$?
+if [[ $status -gt 1 ]]; then exit $status; fi   # 1 = the gate failed: still worth shipping the report
+
+demo=adapters/demo/grounded
+rm -rf "$demo" && mkdir -p "$demo"
+cp runs/grounded-raft-270m/{adapter_config.json,adapter_model.safetensors,manifest.json,README.md} "$demo/"
+cp runs/eval/grounded-raft-270m/report.json "$demo/eval_report.json"
+cp runs/eval/grounded-raft-270m/report.md "$demo/eval_report.md"
+echo "shipped to $demo (gate exit status $status)"
