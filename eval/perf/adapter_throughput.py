@@ -1,9 +1,11 @@
 """What serving LoRA adapters costs: push-to-first-token time, and throughput with 1, 2 and 4
 adapters mixed into 8 concurrent streams against the base model alone, side by side.
 
-    python -m eval.perf.adapter_throughput [--reps 3] [--rank 8]
+    python -m eval.perf.adapter_throughput [--reps 3] [--rank 8] [--kernels both|ragdock|vllm]
 
-Starts its own engine and gateway. The adapters are real PEFT LoRA adapters on the real base with
+Starts its own engine(s) and gateway(s): with `--kernels both` (the default) one engine with vLLM's
+own CPU LoRA kernels and one with ragdock's grouped kernels (engine/cpu_lora.py), measured in
+interleaved reps. The adapters are real PEFT LoRA adapters on the real base with
 random (non-zero) weights: their compute cost is that of trained ones. Every request asks for
 exactly `--max-tokens` tokens (greedy, ignore_eos), through the gateway.
 """
@@ -37,9 +39,12 @@ def make_random_adapters(model_dir: Path, out: Path, count: int, rank: int) -> l
         torch.manual_seed(i)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
         config = LoraConfig(
-            r=rank, lora_alpha=rank, init_lora_weights=False,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM",
-        )  # fmt: skip
+            r=rank,
+            lora_alpha=rank,
+            init_lora_weights=False,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        )
         peft_model = get_peft_model(model, config)
         peft_model.peft_config["default"].base_model_name_or_path = str(model_dir)
         peft_model.save_pretrained(out / f"random{i}", safe_serialization=True)
@@ -49,10 +54,14 @@ def make_random_adapters(model_dir: Path, out: Path, count: int, rank: int) -> l
 
 async def _stream_one(client: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[int, float]:
     body = {
-        "model": model, "messages": [{"role": "user", "content": "Tell me about Paris."}],
-        "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
+        "model": model,
+        "messages": [{"role": "user", "content": "Tell me about Paris."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
         "stream_options": {"include_usage": True},
-    }  # fmt: skip
+    }
     started = time.perf_counter()
     first = 0.0
     tokens = 0
@@ -102,6 +111,50 @@ def push_to_first_token(base_url: str, adapter: Path, name: str, max_tokens: int
     return asyncio.run(first())
 
 
+CONFIGS = {
+    "base only": ["gemma"],
+    "1 adapter": ["a0@v1"],
+    "2 adapters": ["a0@v1", "a1@v1"],
+    "4 adapters": ["a0@v1", "a1@v1", "a2@v1", "a3@v1"],
+    "4 adapters + base": ["gemma", "a0@v1", "a1@v1", "a2@v1", "a3@v1"],
+}
+# vLLM's CPU LoRA kernels, or ours (engine/cpu_lora.py, a vLLM plugin loaded by default).
+KERNELS = {"vllm": "lora_filesystem_resolver", "ragdock": None}
+
+
+def start_stack(stack: ExitStack, model_dir: Path, workdir: Path, kernels: str) -> str:
+    """An engine (with the chosen LoRA kernels) and a gateway in front of it; returns its URL."""
+    from engine.launcher import EngineLaunchSpec, EngineProcess
+    from tests.support import free_port, start_gateway
+
+    plugins = KERNELS[kernels]
+    saved = os.environ.pop("VLLM_PLUGINS", None)
+    if plugins is not None:
+        os.environ["VLLM_PLUGINS"] = plugins  # every plugin but ours
+    try:
+        spec = EngineLaunchSpec(
+            model_dir=model_dir,
+            served_model_name="gemma",
+            log_file=workdir / f"engine-{kernels}.log",
+            port=free_port(),
+        )
+        engine = stack.enter_context(EngineProcess(spec))
+    finally:
+        os.environ.pop("VLLM_PLUGINS", None)
+        if saved is not None:
+            os.environ["VLLM_PLUGINS"] = saved
+    console.print(f"starting the engine ({kernels} LoRA kernels)...")
+    engine.wait_ready(600)
+    env = {
+        "RAGDOCK_API_KEYS": "",
+        "RAGDOCK_ADAPTERS_DIR": str(workdir / f"registry-{kernels}"),
+        "RAGDOCK_DATA_DIR": str(workdir / f"data-{kernels}"),
+    }
+    gateway = start_gateway(engine.url, workdir / f"gateway-{kernels}.log", env)
+    stack.callback(gateway.stop)
+    return gateway.url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=3)
@@ -109,73 +162,87 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--kernels",
+        choices=["ragdock", "vllm", "both"],
+        default="both",
+        help="LoRA kernels to measure; both = two engines, reps interleaved",
+    )
     args = parser.parse_args()
 
-    from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
     from ragdock.settings import default_home
-    from tests.support import free_port, start_gateway
 
     home = Path(os.environ.get("RAGDOCK_HOME") or default_home())
     workdir = Path(tempfile.mkdtemp(prefix="ragdock-adapter-bench-"))
     model_dir = resolve_model_dir(DEFAULT_MODEL, home, step=console.print)
     console.print("making 5 random-weight adapters...")
     adapters = make_random_adapters(model_dir, workdir / "made", 5, args.rank)
+    kernels = ["vllm", "ragdock"] if args.kernels == "both" else [args.kernels]
+    results: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CONFIGS} for k in kernels}
+    ptft: dict[str, float] = {}
     with ExitStack() as stack:
-        spec = EngineLaunchSpec(model_dir=model_dir, served_model_name="gemma",
-                                log_file=workdir / "engine.log", port=free_port())  # fmt: skip
-        engine = stack.enter_context(EngineProcess(spec))
-        console.print("starting the engine...")
-        engine.wait_ready(600)
-        env = {"RAGDOCK_API_KEYS": "", "RAGDOCK_ADAPTERS_DIR": str(workdir / "registry")}
-        gateway = start_gateway(engine.url, workdir / "gateway.log", env)
-        stack.callback(gateway.stop)
-        url = gateway.url
-
-        ptft = push_to_first_token(url, adapters[4], "fresh", args.max_tokens)
-        for i, path in enumerate(adapters[:4]):
-            files = [
-                ("files", (p.name, p.read_bytes())) for p in sorted(path.iterdir()) if p.is_file()
-            ]
-            httpx.post(
-                f"{url}/v1/adapters/upload", files=files, data={"name": f"a{i}"}, timeout=120
-            ).raise_for_status()
-        configs = {
-            "base only": ["gemma"],
-            "1 adapter": ["a0@v1"],
-            "2 adapters": ["a0@v1", "a1@v1"],
-            "4 adapters": ["a0@v1", "a1@v1", "a2@v1", "a3@v1"],
-            "4 adapters + base": ["gemma", "a0@v1", "a1@v1", "a2@v1", "a3@v1"],
-        }
-        for models in configs.values():  # warm: every adapter loaded, caches hot
-            asyncio.run(mixed_load(url, models, args.streams, args.streams, 8))
-        results: dict[str, list[float]] = {k: [] for k in configs}
+        urls = {k: start_stack(stack, model_dir, workdir, k) for k in kernels}
+        for kernel, url in urls.items():
+            ptft[kernel] = push_to_first_token(url, adapters[4], "fresh", args.max_tokens)
+            for i, path in enumerate(adapters[:4]):
+                files = [
+                    ("files", (p.name, p.read_bytes()))
+                    for p in sorted(path.iterdir())
+                    if p.is_file()
+                ]
+                httpx.post(
+                    f"{url}/v1/adapters/upload", files=files, data={"name": f"a{i}"}, timeout=120
+                ).raise_for_status()
+            for models in CONFIGS.values():  # warm: every adapter loaded, caches hot
+                asyncio.run(mixed_load(url, models, args.streams, args.streams, 8))
         for rep in range(args.reps):
-            order = list(configs) if rep % 2 == 0 else list(reversed(configs))
+            order = list(CONFIGS) if rep % 2 == 0 else list(reversed(CONFIGS))
             for key in order:
-                results[key].append(
-                    asyncio.run(
-                        mixed_load(url, configs[key], args.streams, args.requests, args.max_tokens)
+                for kernel in kernels if rep % 2 == 0 else list(reversed(kernels)):
+                    speed = asyncio.run(
+                        mixed_load(
+                            urls[kernel], CONFIGS[key], args.streams, args.requests, args.max_tokens
+                        )
                     )
-                )
-                console.print(f"rep {rep + 1}: {key}: {results[key][-1]:.1f} tok/s")
+                    results[kernel][key].append(speed)
+                    console.print(f"rep {rep + 1}: {kernel} kernels: {key}: {speed:.1f} tok/s")
+    print_table(results, args, ptft)
 
-    base = statistics.median(results["base only"])
+
+def print_table(
+    results: dict[str, dict[str, list[float]]], args: argparse.Namespace, ptft: dict[str, float]
+) -> None:
     table = Table(
         title=f"{args.streams} concurrent streams, {args.max_tokens} tokens/request, "
         f"LoRA r={args.rank} on q/k/v/o, medians of {args.reps} interleaved reps"
     )
     table.add_column("models in the mix")
-    table.add_column("tok/s", justify="right")
-    table.add_column("ratio vs base", justify="right")
-    for key, values in results.items():
-        table.add_row(
-            key, f"{statistics.median(values):.1f}", f"{statistics.median(values) / base:.3f}"
-        )
+    for kernel in results:
+        table.add_column(f"{kernel} kernels tok/s", justify="right")
+        table.add_column("ratio vs base", justify="right")
+    if len(results) == 2:
+        table.add_column("ragdock / vllm", justify="right")
+    for key in CONFIGS:
+        row = [key]
+        for values in results.values():
+            base = statistics.median(values["base only"])
+            row += [
+                f"{statistics.median(values[key]):.1f}",
+                f"{statistics.median(values[key]) / base:.3f}",
+            ]
+        if len(results) == 2:
+            speedup = statistics.median(results["ragdock"][key]) / statistics.median(
+                results["vllm"][key]
+            )
+            row.append(f"{speedup:.2f}x")
+        table.add_row(*row)
     console.print(table)
-    console.print(
-        f"push-to-first-token for a new adapter (upload, validate, load, first token): {ptft:.2f} s"
-    )
+    for kernel, seconds in ptft.items():
+        console.print(
+            f"push-to-first-token for a new adapter ({kernel} kernels; upload, validate, "
+            f"load, first token): {seconds:.2f} s"
+        )
 
 
 if __name__ == "__main__":
