@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         None, description="A Qdrant server or cluster instead of the embedded engine."
     )
     qdrant_api_key: SecretStr | None = None
+    qdrant_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for a Qdrant server's answer (with qdrant_url)."
+    )
     rag_top_k: int = Field(5, ge=1, le=50, description="Sources given to the model by default.")
     rag_min_score: float = Field(
         0.35,
@@ -154,6 +157,35 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="Log every request (costs CPU on the hot path).")
     shutdown_grace_s: float = Field(30.0, gt=0, description="Time in-flight streams get to finish.")
     log_level: str = "info"
+
+    # --- admission control ----------------------------------------------------------------
+    max_in_flight: int = Field(
+        512,
+        ge=1,
+        description="Requests in flight on /v1/ at once, all keys together; past it, 429 with "
+        "Retry-After at once (no queue). Keep it <= engine_max_connections.",
+    )
+    max_in_flight_per_key: int = Field(
+        128,
+        ge=1,
+        description="Requests in flight per API key (all anonymous callers share one bucket).",
+    )
+    overload_retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429s.")
+    max_body_bytes: int = Field(
+        2 * 2**20, ge=1024, description="Largest request body on the JSON routes (chat, ...)."
+    )
+    max_ingest_body_bytes: int = Field(
+        64 * 2**20,
+        ge=1024,
+        description="Largest body on the document routes (several documents or files per "
+        "request; each one is also held to max_document_bytes).",
+    )
+    max_prompt_chars: int = Field(
+        200_000,
+        ge=1,
+        description="Longest prompt text (all chat messages, or a completion prompt) sent on "
+        "to the engine; the engine still enforces its context length in tokens.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from retrieval.service import Retriever
 from server import health
 from server.adapters_api import router as adapters_router
 from server.adapters_api.service import AdapterService
+from server.admission import AdmissionControl, AdmissionLimits
 from server.auth import KeyRing
 from server.base_model import engine_model_argument, served_base_identity, served_module_shapes
 from server.documents_api import router as documents_router
@@ -54,7 +55,10 @@ def open_retrieval(settings: Settings) -> Retriever | None:
         return None
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     return open_retriever(
-        settings.store_dir, qdrant_url=settings.qdrant_url, qdrant_api_key=api_key
+        settings.store_dir,
+        qdrant_url=settings.qdrant_url,
+        qdrant_api_key=api_key,
+        qdrant_timeout_s=settings.qdrant_timeout_s,
     )
 
 
@@ -140,16 +144,32 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.state.keyring = KeyRing(settings.api_keys)
     app.state.metrics = metrics
     app.state.completion_service = CompletionService(
-        engine_client, catalog, loras, metrics, rag, settings.abstention_message
+        engine_client,
+        catalog,
+        loras,
+        metrics,
+        rag,
+        settings.abstention_message,
+        max_prompt_chars=settings.max_prompt_chars,
     )
     app.state.rag_service = rag
     app.state.document_service = (
-        DocumentService(retriever, max_document_bytes=settings.max_document_bytes)
+        DocumentService(
+            retriever,
+            max_document_bytes=settings.max_document_bytes,
+            retry_after_s=settings.retry_after_s,
+        )
         if retriever
         else None
     )
     app.state.adapter_service = AdapterService(registry, loras, settings.adapter_max_upload_bytes)
 
+    app.add_middleware(
+        AdmissionControl,
+        limits=AdmissionLimits.from_settings(settings),
+        keyring=app.state.keyring,
+        metrics=metrics,
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)

@@ -38,8 +38,13 @@ class KeyRing:
     """The configured keys, by digest. Empty means authentication is off (loopback only)."""
 
     def __init__(self, keys: list[ApiKey]) -> None:
+        # An unnamed key is named by its position: audit logs and per-key limits need a name.
         self._entries = [
-            (_digest(k.key.get_secret_value()), Principal(k.name, k.tenant, k.scopes)) for k in keys
+            (
+                _digest(k.key.get_secret_value()),
+                Principal(k.name or f"key-{i + 1}", k.tenant, k.scopes),
+            )
+            for i, k in enumerate(keys)
         ]
 
     @property

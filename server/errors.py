@@ -85,6 +85,29 @@ class EngineUnavailableError(GatewayError):
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
 
 
+class PayloadTooLargeError(GatewayError):
+    """A request body (or one document in it) is over its configured size limit."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "payload_too_large"
+
+
+class RateLimitError(GatewayError):
+    """Too many requests in flight, for the caller's key or for the gateway as a whole.
+
+    OpenAI answers rate limits with 429, type `requests` and code `rate_limit_exceeded`; the
+    openai SDK raises `RateLimitError` and (by default) retries after `Retry-After`.
+    """
+
+    status_code = 429
+    error_type = "requests"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
 def error_body(
     message: str, error_type: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:

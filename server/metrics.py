@@ -41,6 +41,11 @@ class GatewayMetrics:
             "ragdock_requests_in_flight", "Requests being answered now.", ["route", "model"],
             registry=r,
         )  # fmt: skip
+        self.rejections = Counter(
+            "ragdock_rejected_requests", "Requests refused before any work: in-flight caps "
+            "(429), oversized bodies (413), overlong prompts (400).", ["reason", "key"],
+            registry=r,
+        )  # fmt: skip
         self.adapter_loads = Counter(
             "ragdock_adapter_loads", "Adapter loads into the engine, by adapter and result.",
             ["adapter", "result"], registry=r,

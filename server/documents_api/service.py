@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
+from collections.abc import Callable
 from pathlib import PurePath
+from typing import TypeVar
 
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
@@ -22,8 +25,13 @@ from server.documents_api.protocol import (
     EmbeddingUsage,
     IngestResult,
 )
-from server.errors import GatewayError, InvalidRequestError, ModelNotFoundError, NotFoundError
-from server.rag.service import numbered_sources
+from server.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from server.rag.service import RetrievalUnavailableError, numbered_sources
 
 _CONTENT_TYPES = {
     ".txt": "text/plain",
@@ -35,33 +43,55 @@ _CONTENT_TYPES = {
     ".pdf": "application/pdf",
 }
 EMBEDDING_MODEL = "all-minilm-l6-v2"
-
-
-class PayloadTooLargeError(GatewayError):
-    status_code = 413
-    error_type = "invalid_request_error"
-    default_code = "payload_too_large"
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class DocumentService:
-    def __init__(self, retriever: Retriever, *, max_document_bytes: int) -> None:
+    def __init__(
+        self, retriever: Retriever, *, max_document_bytes: int, retry_after_s: int = 5
+    ) -> None:
         self.retriever = retriever
         self._max_bytes = max_document_bytes
+        self._retry_after_s = retry_after_s
+
+    async def _store(
+        self, collection: str, call: Callable[[], T], *, param: str | None = None
+    ) -> T:
+        """Run one blocking retriever call in the thread pool and map its failures.
+
+        Raises:
+            NotFoundError: the collection does not exist.
+            InvalidRequestError: the retriever refused the input (names, content types).
+            RetrievalUnavailableError: the vector store or the catalog failed: a 503 the client
+                may retry, never a 500 or a silently partial answer.
+        """
+        try:
+            return await run_in_threadpool(call)
+        except KeyError:
+            raise _no_collection(collection) from None
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), param=param) from exc
+        except Exception as exc:
+            log.warning("vector store call on %r failed", collection, exc_info=exc)
+            raise RetrievalUnavailableError(
+                f"The document store failed ({type(exc).__name__}); nothing was changed by "
+                "this request unless it was acknowledged",
+                retry_after_s=self._retry_after_s,
+                code="retrieval_unavailable",
+            ) from exc
 
     # --- collections -----------------------------------------------------------------------
     async def create_collection(self, name: str) -> None:
-        try:
-            await run_in_threadpool(self.retriever.create_collection, name)
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc), param="name") from exc
+        await self._store(name, lambda: self.retriever.create_collection(name), param="name")
 
     async def list_collections(self) -> list[str]:
-        return await run_in_threadpool(self.retriever.list_collections)
+        return await self._store("", self.retriever.list_collections)
 
     async def delete_collection(self, name: str) -> None:
         if name not in await self.list_collections():
             raise _no_collection(name)
-        await run_in_threadpool(self.retriever.delete_collection, name)
+        await self._store(name, lambda: self.retriever.delete_collection(name))
 
     # --- documents -------------------------------------------------------------------------
     async def ingest(
@@ -86,12 +116,9 @@ class DocumentService:
                     f"document {doc.doc_id!r} is over the {self._max_bytes} byte limit",
                     param="text",
                 )
-        try:
-            report = await run_in_threadpool(self.retriever.ingest, collection, tenant, docs)
-        except KeyError:
-            raise _no_collection(collection) from None
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc)) from exc
+        report = await self._store(
+            collection, lambda: self.retriever.ingest(collection, tenant, docs)
+        )
         return IngestResult(
             added=report.added, replaced=report.replaced, unchanged=report.unchanged,
             chunks=report.chunks, document_ids=[d.doc_id for d in docs],
@@ -137,21 +164,18 @@ class DocumentService:
     async def list_documents(
         self, collection: str, tenant: str, limit: int, after: str | None
     ) -> DocumentPageOut:
-        try:
-            page = await run_in_threadpool(
-                lambda: self.retriever.list_documents(collection, tenant, limit=limit, after=after)
-            )
-        except KeyError:
-            raise _no_collection(collection) from None
+        page = await self._store(
+            collection,
+            lambda: self.retriever.list_documents(collection, tenant, limit=limit, after=after),
+        )
         return DocumentPageOut(
             data=[_document_out(d) for d in page.documents], next_after=page.next_after
         )
 
     async def get_document(self, collection: str, tenant: str, doc_id: str) -> DocumentDetail:
-        try:
-            found = await run_in_threadpool(self.retriever.get_document, collection, tenant, doc_id)
-        except KeyError:
-            raise _no_collection(collection) from None
+        found = await self._store(
+            collection, lambda: self.retriever.get_document(collection, tenant, doc_id)
+        )
         if found is None:
             raise NotFoundError(
                 f"Document '{doc_id}' not found in '{collection}'", code="document_not_found"
@@ -163,12 +187,9 @@ class DocumentService:
         )
 
     async def delete_document(self, collection: str, tenant: str, doc_id: str) -> None:
-        try:
-            existed = await run_in_threadpool(
-                self.retriever.delete_document, collection, tenant, doc_id
-            )
-        except KeyError:
-            raise _no_collection(collection) from None
+        existed = await self._store(
+            collection, lambda: self.retriever.delete_document(collection, tenant, doc_id)
+        )
         if not existed:
             raise NotFoundError(
                 f"Document '{doc_id}' not found in '{collection}'", code="document_not_found"

@@ -41,8 +41,10 @@ async def create_chat_completion(
 
 
 @router.post("/completions", response_model=None)
-async def create_completion(body: CompletionRequest, service: ServiceDep) -> Response:
-    return await service.complete(body)
+async def create_completion(
+    body: CompletionRequest, principal: CurrentPrincipal, service: ServiceDep
+) -> Response:
+    return await service.complete(body, principal)
 
 
 @router.get("/models")

@@ -68,6 +68,8 @@ class CompletionService:
         metrics: GatewayMetrics,
         rag: RagService | None = None,
         abstention_message: str = "",
+        *,
+        max_prompt_chars: int | None = None,
     ) -> None:
         self._engine = engine
         self._catalog = catalog
@@ -75,8 +77,10 @@ class CompletionService:
         self._metrics = metrics
         self._rag = rag
         self._abstention = abstention_message
+        self._max_prompt_chars = max_prompt_chars
 
     async def chat(self, request: ChatCompletionRequest, principal: Principal) -> Response:
+        self._check_prompt_size(request, principal)
         options = self._rag_options(request)
         if options is None:
             return await self._forward("chat", CHAT_PATH, request)
@@ -131,8 +135,30 @@ class CompletionService:
             )
         return JSONResponse(abstention_completion(request.model, self._abstention, grounding))
 
-    async def complete(self, request: CompletionRequest) -> Response:
+    async def complete(self, request: CompletionRequest, principal: Principal) -> Response:
+        self._check_prompt_size(request, principal)
         return await self._forward("completions", COMPLETIONS_PATH, request)
+
+    def _check_prompt_size(
+        self, request: ChatCompletionRequest | CompletionRequest, principal: Principal
+    ) -> None:
+        """Refuse an overlong prompt before any retrieval or engine work: its cost (tokenizing,
+        prefill) grows with its length, and the engine would refuse it past its context anyway.
+
+        Raises:
+            InvalidRequestError: the prompt's text is over `max_prompt_chars`.
+        """
+        limit = self._max_prompt_chars
+        if limit is None:
+            return
+        size, param = prompt_chars(request)
+        if size > limit:
+            self._metrics.rejections.labels("prompt_too_long", principal.name).inc()
+            raise InvalidRequestError(
+                f"The prompt has {size} characters, over this gateway's limit of {limit}",
+                param=param,
+                code="prompt_too_long",
+            )
 
     async def _forward(
         self,
@@ -360,6 +386,25 @@ class CompletionService:
         self._metrics.in_flight.labels(route, label).dec()
         if model.adapter:
             self._loras.release(label)
+
+
+def prompt_chars(request: ChatCompletionRequest | CompletionRequest) -> tuple[int, str]:
+    """The characters of prompt text a request carries, and the field that carries them.
+
+    Token-id prompts count as nothing here: their size is the engine's context check to make.
+    """
+    if isinstance(request, ChatCompletionRequest):
+        size = 0
+        for message in request.messages:
+            if isinstance(message.content, str):
+                size += len(message.content)
+            elif message.content:
+                size += sum(len(str(part.get("text") or "")) for part in message.content)
+        return size, "messages"
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        return len(prompt), "prompt"
+    return sum(len(p) for p in prompt if isinstance(p, str)), "prompt"
 
 
 async def _iterate(items: list[bytes]) -> AsyncIterator[bytes]:
