@@ -17,6 +17,7 @@ def open_retriever(
     *,
     qdrant_url: str | None = None,
     qdrant_api_key: str | None = None,
+    qdrant_timeout_s: float = 10.0,
     embedder: Embedder | None = None,
     sparse: SparseEncoder | None = None,
     chunking: ChunkingConfig = ChunkingConfig(),
@@ -29,6 +30,7 @@ def open_retriever(
         qdrant_url: a Qdrant server URL; when given, the embedded engine is not used. A
             non-URL value is taken as a qdrant-client local-mode path (or ":memory:").
         qdrant_api_key: the server's API key.
+        qdrant_timeout_s: longest wait for the server's answer.
         embedder: dense encoder (default all-MiniLM-L6-v2 from its PyPI package).
         sparse: sparse encoder (default qdrant-edge's BM25 with the Snowball stemmer: on
             SciFact it beat our light-stemmer BM25, nDCG@10 0.690 vs 0.675).
@@ -41,7 +43,9 @@ def open_retriever(
     data_dir = Path(data_dir)
     store: VectorStore
     if qdrant_url:
-        store = QdrantClientStore.connect(qdrant_url, api_key=qdrant_api_key)
+        store = QdrantClientStore.connect(
+            qdrant_url, api_key=qdrant_api_key, timeout_s=qdrant_timeout_s
+        )
     else:
         store = EdgeStore(data_dir / "qdrant")
     return Retriever(

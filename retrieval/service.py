@@ -6,6 +6,7 @@ reads never block on writes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,6 +34,7 @@ from retrieval.types import (
     SearchMode,
 )
 
+log = logging.getLogger(__name__)
 _REV_NAMESPACE = uuid.UUID("0b6d2f8e-3c55-4e1a-8f0d-7a9c4b2e6d13")
 # Chosen by measurement on SciFact: see `FusionConfig`'s docstring.
 DEFAULT_FUSION = FusionConfig()
@@ -336,11 +338,21 @@ class Retriever:
     def _collect(
         self, name: str, state: _Collection, retired: list[PendingRev], epoch: int
     ) -> None:
-        """Delete retired points once no reader can still be using them."""
+        """Delete retired points once no reader can still be using them.
+
+        This is cleanup after the catalog commit, which is what made the change; a store that
+        fails here must not fail (or undo) the change. Its points stay hidden and pending, and
+        the next open of the collection collects them.
+        """
         if not retired or not state.gate.wait_for_readers(epoch, self._grace):
             return  # left hidden and pending; the next open collects them
-        for tenant in {p.tenant for p in retired}:
-            self.store.delete_revs(name, tenant, [p.rev for p in retired if p.tenant == tenant])
+        try:
+            for tenant in {p.tenant for p in retired}:
+                revs = [p.rev for p in retired if p.tenant == tenant]
+                self.store.delete_revs(name, tenant, revs)
+        except Exception:
+            log.warning("could not delete retired points in %r; left for the next open", name)
+            return
         state.catalog.clear([p.rev for p in retired])
         state.gate.publish(state.gate.hidden - {p.rev for p in retired})
 

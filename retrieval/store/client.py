@@ -6,6 +6,7 @@ how the contract tests exercise this code path without a server.
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections.abc import Sequence
@@ -69,12 +70,16 @@ class QdrantClientStore:
         self._lock: AbstractContextManager[Any] = threading.Lock() if serialize else nullcontext()
 
     @classmethod
-    def connect(cls, location: str, *, api_key: str | None = None) -> QdrantClientStore:
+    def connect(
+        cls, location: str, *, api_key: str | None = None, timeout_s: float = 10.0
+    ) -> QdrantClientStore:
         """Build from a URL (`http://...`), a local path, or `":memory:"`.
 
         Args:
             location: server URL, local-mode directory, or ":memory:".
             api_key: the server's API key, if any.
+            timeout_s: longest wait for a server's answer: a hung Qdrant must turn into an
+                error the gateway can report, never into a request that waits forever.
 
         Returns:
             The store.
@@ -84,7 +89,7 @@ class QdrantClientStore:
         if location == ":memory:":
             return cls(QdrantClient(location=":memory:"), serialize=True)
         if location.startswith(("http://", "https://")):
-            return cls(QdrantClient(url=location, api_key=api_key))
+            return cls(QdrantClient(url=location, api_key=api_key, timeout=math.ceil(timeout_s)))
         return cls(QdrantClient(path=location), serialize=True)
 
     def create_collection(self, name: str, dim: int) -> None:
