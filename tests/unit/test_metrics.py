@@ -22,6 +22,7 @@ def _populated() -> GatewayMetrics:
     metrics.adapter_load_seconds.labels("grounded@v1").observe(0.02)
     metrics.adapter_unloads.labels("old@v1").inc()
     metrics.adapters_loaded.set(1)
+    metrics.rejections.labels("in_flight_key", "app").inc()
     return metrics
 
 
