@@ -80,13 +80,18 @@ def check_response(status: int, content_type: str, body: bytes) -> str | None:
     return None
 
 
-def _cap(body: Any) -> Any:
-    if isinstance(body, dict):
-        for name, cap in _CAPS.items():
-            value = body.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                body[name] = cap
-    return body
+def _cap(case: Any) -> None:
+    """Bound the engine work a generated request asks for (it defaults to the whole context)."""
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    for name, cap in _CAPS.items():
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            body[name] = cap
+    generating = case.path in ("/v1/chat/completions", "/v1/completions")
+    if generating and "max_tokens" not in body and "max_completion_tokens" not in body:
+        body["max_tokens"] = _CAPS["max_tokens"]
 
 
 def _steer(case: Any) -> None:
@@ -156,7 +161,7 @@ def fuzz(
     seed_collection(base_url, api_key)
 
     def send(label: str, case: Any, steer: bool) -> None:
-        case.body = _cap(case.body)
+        _cap(case)
         if steer:
             _steer(case)
         try:
