@@ -25,7 +25,7 @@ def test_generated_requests_get_no_5xx_and_openai_shaped_4xx(
         engine.url, tmp_path / "gateway.log", {"RAGDOCK_API_KEYS": TEST_API_KEY}
     )
     try:
-        report = fuzz(gateway.url, TEST_API_KEY, examples=6)
+        report = fuzz(gateway.url, TEST_API_KEY, examples=8)
     finally:
         gateway.stop()
     assert report.requests >= 250

@@ -35,6 +35,9 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 LONG = {"model": "gemma", "prompt": "Once upon a time", "temperature": 0, "ignore_eos": True}
+# The same request through the openai SDK, which takes vLLM's extras in extra_body.
+SDK_LONG = {"model": "gemma", "prompt": "Once upon a time", "temperature": 0,
+            "extra_body": {"ignore_eos": True}}  # fmt: skip
 
 
 def _auth(key: str = TEST_API_KEY) -> dict[str, str]:
@@ -155,17 +158,17 @@ def test_in_flight_caps_answer_429_with_retry_after(capped_gateway: GatewayProce
     held = []
 
     def hold(owner: openai.OpenAI) -> None:
-        stream = owner.completions.create(**LONG, max_tokens=400, stream=True)
+        stream = owner.completions.create(**SDK_LONG, max_tokens=400, stream=True)
         next(iter(stream))  # answering: its slot is held until the stream ends
         held.append(stream)
 
     hold(app)
     hold(app)  # the app key's two slots
     with pytest.raises(openai.RateLimitError) as per_key:
-        app.completions.create(**LONG, max_tokens=2)
+        app.completions.create(**SDK_LONG, max_tokens=2)
     hold(beta)  # another key still has room, up to the gateway's 3
     with pytest.raises(openai.RateLimitError) as overall:
-        admin.completions.create(**LONG, max_tokens=2)
+        admin.completions.create(**SDK_LONG, max_tokens=2)
     for caught in (per_key, overall):
         assert caught.value.response.headers["Retry-After"] == "2"
         assert caught.value.body["code"] == "rate_limit_exceeded"
@@ -178,7 +181,7 @@ def test_in_flight_caps_answer_429_with_retry_after(capped_gateway: GatewayProce
     deadline = time.monotonic() + 30
     while True:
         try:
-            assert app.completions.create(**LONG, max_tokens=2).choices[0].text
+            assert app.completions.create(**SDK_LONG, max_tokens=2).choices[0].text
             break
         except openai.RateLimitError:
             assert time.monotonic() < deadline, "slots were not freed after the streams closed"
