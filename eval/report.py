@@ -92,15 +92,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         if task.get("failures"):
             lines += ["", "Where the candidate fails (first 8):", ""]
             for failure in task["failures"][:8]:
-                verdict = failure.get("verdict", "")
-                want = failure.get("answers", failure.get("reference", ""))
-                lines.append(
-                    f"- `{failure['id']}` {verdict}: {failure.get('question', '')!s} -> "
-                    f"{failure['output']!r} (expected {want!r})"
-                )
+                lines.append(_failure_line(failure))
     if report.get("gate"):
         lines += ["", render_gate_markdown(report["gate"])]
     return "\n".join(lines) + "\n"
+
+
+def _failure_line(failure: dict[str, Any]) -> str:
+    line = f"- `{failure['id']}` {failure.get('verdict', '')}".rstrip()
+    if failure.get("question"):
+        line += f": {failure['question']}"
+    want = failure.get("answers", failure.get("reference", ""))
+    if failure.get("output") or want:
+        line += f" -> {failure.get('output', '')!r} (expected {want!r})"
+    return line
 
 
 def render_gate_markdown(gate: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 squad=${1:-../shared/data/squad2-public/squad2-dev-public.json}
-port=${RAGDOCK_FLAGSHIP_PORT:-8100}
+port=${RAGDOCK_FLAGSHIP_PORT:-8300}  # 8100 is the engine's
 work=${RAGDOCK_FLAGSHIP_WORK:-runs/flagship}
 ragdock=.venv/bin/ragdock
 
@@ -48,6 +48,18 @@ if [[ $status -gt 1 ]]; then exit $status; fi   # 1 = the gate failed: still wor
 demo=adapters/demo/grounded
 rm -rf "$demo" && mkdir -p "$demo"
 cp runs/grounded-raft-270m/{adapter_config.json,adapter_model.safetensors,manifest.json,README.md} "$demo/"
-cp runs/eval/grounded-raft-270m/report.json "$demo/eval_report.json"
-cp runs/eval/grounded-raft-270m/report.md "$demo/eval_report.md"
+# The shipped report keeps every figure and verdict but only the ids of failed examples: the
+# SQuAD text stays in the shared data (runs/eval/ has the full report and every output).
+.venv/bin/python - "$demo" <<'PY'
+import json, sys
+from pathlib import Path
+from eval.report import render_markdown
+demo = Path(sys.argv[1])
+report = json.loads(Path("runs/eval/grounded-raft-270m/report.json").read_text())
+for task in report["tasks"].values():
+    task["failures"] = [{"id": f["id"], "verdict": f.get("verdict", ""), "output": "",
+                         "question": "", "answers": ""} for f in task.get("failures", [])]
+(demo / "eval_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+(demo / "eval_report.md").write_text(render_markdown(report))
+PY
 echo "shipped to $demo (gate exit status $status)"

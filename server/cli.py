@@ -195,15 +195,26 @@ def _prepare_demo(http: httpx.Client, base_model: str) -> str:
     shipped = Path(__file__).parents[1] / "adapters" / "demo" / DEMO_ADAPTER
     if not (shipped / "adapter_config.json").is_file():
         return base_model
-    if http.get(f"/v1/adapters/{DEMO_ADAPTER}").status_code == 404:
+    summary = http.get(f"/v1/adapters/{DEMO_ADAPTER}")
+    if summary.status_code == 404:
         shipped_files = sorted(p for p in shipped.iterdir() if p.is_file())
         weights = [("files", (p.name, p.read_bytes())) for p in shipped_files]
         pushed = http.post("/v1/adapters/upload", files=weights, data={"name": DEMO_ADAPTER})
         pushed.raise_for_status()
-        version = pushed.json()["version"]
-        # The shipped adapter carries the eval report that passed its gate.
-        http.post(f"/v1/adapters/{DEMO_ADAPTER}/{version}/promote", json={"alias": "prod"})
-    return DEMO_ADAPTER
+        promoted = http.post(
+            f"/v1/adapters/{DEMO_ADAPTER}/{pushed.json()['version']}/promote",
+            json={"alias": "prod"},
+        )
+        if promoted.status_code != 200:
+            # Promotion reads the shipped eval report's gate verdict: say why it was refused and
+            # serve the version by name, as an operator trying a candidate would.
+            reason = promoted.json().get("error", {}).get("message", promoted.text)
+            console.print(f"[yellow]demo adapter not promoted to prod[/]: {escape(reason)}")
+        summary = http.get(f"/v1/adapters/{DEMO_ADAPTER}")
+    listing = summary.json()
+    if "prod" in listing["aliases"]:
+        return DEMO_ADAPTER
+    return f"{DEMO_ADAPTER}@{listing['versions'][-1]}"
 
 
 def _ask_grounded(http: httpx.Client, model: str, question: str) -> None:

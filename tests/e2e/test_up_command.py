@@ -44,6 +44,18 @@ def test_up_serves_then_ctrl_c_stops_everything(ragdock_home: Path, model_dir: P
         assert "France" in output[-1]
         assert f"http://127.0.0.1:{port}" in text
         assert "curl" in text and "from openai import OpenAI" in text
+        # Then the demo: the shipped grounded-answering adapter (adapters/demo/grounded, made by
+        # scripts/flagship.sh) answers the covered question from its sources, citing one, and
+        # the uncovered question is abstained on.
+        for line in proc.stdout:
+            output.append(line)
+            if ("grounding:" in line and "retrieval_gate" in line) or time.monotonic() > deadline:
+                break
+        demo = "".join(output)
+        answer = next(line for line in output if line.startswith("A (grounded"))
+        assert "8000" in answer and "[1]" in answer, demo[-3000:]
+        assert "grounding: answered (cited" in demo
+        assert "I don't know based on the provided sources." in demo
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("vllm" in " ".join(p.cmdline()) for p in family)
 
