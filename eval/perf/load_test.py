@@ -47,6 +47,7 @@ class LoadResult:
     tokens: int = 0
     seconds: float = 0.0
     events: list[str] = field(default_factory=list)
+    finished_at: list[float] = field(default_factory=list)  # monotonic time of each answer
 
     @property
     def served(self) -> int:
@@ -107,6 +108,7 @@ async def _one(http: httpx.AsyncClient, key: str, max_tokens: int, result: LoadR
         result.outcomes["stream ended without [DONE]"] += 1
         return 0.0
     result.outcomes["ok"] += 1
+    result.finished_at.append(time.monotonic())
     result.latencies.append(time.perf_counter() - started)
     if first is not None:
         result.ttfts.append(first)
@@ -211,10 +213,15 @@ def main() -> None:
             url, keys, engine = _start_stack(stack, args.keys, args.per_key_cap)
             cap = args.per_key_cap
         events: list[str] = []
+        recovered_at: list[float] = []
+        done = threading.Event()
+        stack.callback(done.set)
         if args.fault == "engine-restart":
             assert engine is not None
             fault = threading.Thread(
-                target=_restart_engine, args=(engine, url, args.duration / 4, events), daemon=True
+                target=_restart_engine,
+                args=(engine, url, args.duration / 4, events, recovered_at, done),
+                daemon=True,
             )
             fault.start()
         result = asyncio.run(
@@ -224,6 +231,9 @@ def main() -> None:
             )
         )  # fmt: skip
         result.events = events
+        if recovered_at:
+            after = sum(1 for t in result.finished_at if t > recovered_at[0])
+            events.append(f"answers completed after /readyz came back: {after}")
         in_flight = _gateway_in_flight(url)
         print_result(result, args.clients, len(keys), cap)
         console.print(f"gateway requests in flight after the run: {in_flight:g}")
@@ -244,8 +254,19 @@ def _gateway_in_flight(url: str) -> float:
     )
 
 
-def _restart_engine(engine: object, url: str, after_s: float, events: list[str]) -> None:
-    """kill -9 the engine's process group after `after_s`, start it again, note the times."""
+def _restart_engine(
+    engine: object,
+    url: str,
+    after_s: float,
+    events: list[str],
+    recovered_at: list[float],
+    done: threading.Event,
+) -> None:
+    """kill -9 the engine's process group after `after_s`, start it again, note the times.
+
+    The engine is started with PR_SET_PDEATHSIG, which fires when the *thread* that spawned it
+    ends: this thread must outlive the run (`done`), or the restarted engine dies with it.
+    """
     import os
     import signal
 
@@ -266,6 +287,8 @@ def _restart_engine(engine: object, url: str, after_s: float, events: list[str])
     while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
         time.sleep(0.1)
     events.append(f"/readyz back to 200 {time.monotonic() - t0:.0f} s after the kill")
+    recovered_at.append(time.monotonic())
+    done.wait()
 
 
 def _start_stack(stack: ExitStack, keys: int, per_key_cap: int) -> tuple[str, list[str], object]:
