@@ -63,22 +63,21 @@ class EvalGateway:
             raise GatewayError("the gateway lists no base model")
         return str(bases[0])
 
-    async def adapter_version(self, name: str, selector: str) -> dict[str, Any]:
+    async def adapter_summary(self, name: str) -> dict[str, Any]:
+        """The registry's summary of an adapter: its versions (in push order) and aliases."""
+        return dict(await self.call("GET", f"/adapters/{name}"))
+
+    async def adapter_version(
+        self, name: str, selector: str, summary: dict[str, Any]
+    ) -> dict[str, Any]:
         """The registry's record of NAME@SELECTOR: a version, an alias, or `latest` (the version
-        pushed last)."""
-        summary = await self.call("GET", f"/adapters/{name}")
+        pushed last), resolved against `summary`."""
         if selector == "latest" and summary["versions"]:
             selector = summary["versions"][-1]  # the registry lists versions in push order
         version = summary["aliases"].get(selector, selector)
         if version not in summary["versions"]:
             raise GatewayError(f"{name}@{selector}: no such version or alias")
         return dict(await self.call("GET", f"/adapters/{name}/{version}"))
-
-    async def alias_target(self, name: str, alias: str) -> str | None:
-        """The version `alias` points at now, or None."""
-        summary = await self.call("GET", f"/adapters/{name}")
-        target = summary["aliases"].get(alias)
-        return str(target) if target else None
 
 
 async def bounded_map(

@@ -18,12 +18,13 @@ from typing import Any
 from eval import report as report_io
 from eval.gateway import EvalGateway, GatewayError
 from eval.stats import paired_bootstrap
-from eval.suite import Suite, SuiteError, sha256_file
+from eval.suite import Suite, SuiteError
 from eval.tasks.base import TaskContext, TaskResult
 from eval.tasks.forgetting import run_forgetting
 from eval.tasks.generation import run_generation
 from eval.tasks.grounding import run_grounding
 from eval.tasks.retrieval import run_retrieval
+from training.artifacts import sha256_file
 
 RUNNERS = {
     "retrieval": run_retrieval,
@@ -71,9 +72,10 @@ async def resolve_models(
     name, _, selector = suite.candidate.partition("@")
     if not selector:
         raise SuiteError(f"candidate {suite.candidate!r}: write NAME@VERSION or NAME@ALIAS")
-    record = await gateway.adapter_version(name, selector)
+    summary = await gateway.adapter_summary(name)
+    record = await gateway.adapter_version(name, selector, summary)
     models = {"candidate": str(record["model"]), "base": suite.base or await gateway.base_model()}
-    previous = await gateway.alias_target(name, suite.alias)
+    previous = summary["aliases"].get(suite.alias)
     if previous and previous != record["version"]:
         models["previous"] = f"{name}@{previous}"
     return models, record

@@ -87,7 +87,7 @@ async def run_generation(task: GenerationTask, ctx: TaskContext) -> TaskResult:
                 value = TEXT_METRICS[metric](output, [example["reference"]])
                 scores[metric].append(value)
                 record[metric] = value
-            if schema is not None or task.json_schema is not None:
+            if task.json_schema is not None:
                 record["json_validity"] = structured.json_validity(output, schema)
                 scores.setdefault("json_validity", []).append(record["json_validity"])
             if task.labels:

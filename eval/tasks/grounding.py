@@ -148,9 +148,8 @@ async def run_grounding(task: GroundingTask, ctx: TaskContext) -> TaskResult:
             outcome, record = _score(question, reply, task.correct_f1)
             outcomes.append(outcome)
             result.predictions.append({"task": task.name, "model": role, **record})
-        result.metrics[role] = grounding_metrics(outcomes)
-        result.metrics[role].update(_answer_quality(result.predictions, role, task.name))
         mine = result.predictions[-len(sample) :]
+        result.metrics[role] = {**grounding_metrics(outcomes), **_answer_quality(mine)}
         result.per_example[role] = {
             **per_example_scores(outcomes),
             "exact_match": [p["exact_match"] for p in mine],
@@ -201,9 +200,9 @@ def _score(
     return GroundingOutcome(answerable=bool(answers), abstained=abstained, correct=correct), record
 
 
-def _answer_quality(predictions: list[dict[str, Any]], role: str, task: str) -> dict[str, float]:
+def _answer_quality(records: list[dict[str, Any]]) -> dict[str, float]:
     """EM and F1 over answerable questions, and how often retrieval surfaced the evidence."""
-    mine = [p for p in predictions if p["model"] == role and p["task"] == task and p["answers"]]
+    mine = [r for r in records if r["answers"]]
     if not mine:
         return {}
     return {

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE
 from tests.support import TEST_API_KEY, GatewayProcess
 from tests.training.test_raft import synthetic_squad
+from training.artifacts import sha256_file
 from training.cli import app as train_app
 from training.raft import RaftOptions, build_raft
 
@@ -46,14 +47,8 @@ GATE = {
 }
 
 
-def sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def ref(path: Path) -> dict[str, str]:
-    return {"path": str(path), "sha256": sha256(path)}
+    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
