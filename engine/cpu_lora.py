@@ -1,16 +1,37 @@
-"""Faster LoRA kernels for vLLM's CPU backend, installed as a vLLM general plugin.
+"""Faster, correct multi-LoRA for vLLM's CPU backend, installed as a vLLM general plugin.
 
-vLLM's CPU LoRA path (`vllm.lora.ops.torch_ops`, used by `PunicaWrapperCPU`) gathers a full copy
-of the adapter's A or B matrix for EVERY token (`weights[indices]`, shape tokens x out x in) and
-then multiplies token by token with einsum. For a prompt of 800 tokens that is 800 copies of each
-LoRA matrix per layer and projection, which is why serving any adapter here cost about half the
-base model's throughput, with one adapter as with four (eval/perf/adapter_throughput.py).
+What vLLM's CPU LoRA path (`PunicaWrapperCPU` over `vllm.lora.ops.torch_ops`) does per layer and
+per step, and what it costs on CPU (profiled with py-spy on the engine's worker process, see the
+README's adapter section):
 
-The replacements below compute the same products with one matmul when every token of the batch
-uses the same adapter slot (one adapter at a time, the common case); batches that mix adapters keep
-vLLM's per-token method, which measured faster than a loop over slots. Same inputs, same
-slot semantics (including index -1, which selects the last slot as torch indexing does), same
-output dtype; tests/unit/test_cpu_lora.py checks them against vLLM's own functions.
+- it gathers a full copy of the adapter matrix for EVERY token (`weights[indices]`) and multiplies
+  token by token with einsum;
+- it makes one shrink and one expand call per output slice (three of each for the fused q/k/v
+  projection), each re-deriving the per-token slots (`repeat_interleave`) from the step's metadata;
+- every call is a tiny matrix product whose fixed cost (a oneDNN/MKL call and an OpenMP fork/join)
+  dwarfs its arithmetic, so the number of calls, not the FLOPs, sets the price;
+- it computes LoRA for every wrapped layer even where no adapter in the batch has weights (the
+  MLP, for an adapter trained on attention only);
+- and it applies the LAST slot's adapter to tokens that asked for none: it indexes the stacked
+  weights with -1, vLLM's "no adapter" marker. In a batch that mixes base-model requests with
+  adapters while every slot is full, the base requests get somebody else's adapter.
+
+The replacement `add_lora_linear` below works per step and per layer instead of per token:
+- `update_metadata` groups the step's tokens by adapter slot once (a slice when the slot's tokens
+  are contiguous, an index tensor otherwise); tokens without an adapter belong to no group;
+- per layer it caches every slot's A matrices, concatenated across output slices, and B matrices,
+  block-diagonal across output slices, side by side; the cache is rebuilt when the engine changes
+  which adapter sits in which slot;
+- a batch on one adapter costs two matrix products per layer, the second accumulated straight
+  into the output (`addmm_`); a batch that mixes adapters (decode-sized) also costs two: through
+  every slot's A at once, a per-step 0/1 mask that keeps each token's own slot, then every slot's
+  B at once. Past MASKED_MAX_TOKENS tokens each slot's rows are computed on their own instead;
+- layers where no slot in the batch has weights (the MLP, for an attention-only adapter) are
+  skipped.
+
+The per-token kernels (`bgmv_*`, `sgmv_*`) that vLLM's other LoRA paths still call are replaced
+too: one matmul per slot present, and no LoRA for index -1. tests/unit/test_cpu_lora.py checks all
+of it against a per-token reference.
 
 Only the CPU platform is patched; on GPUs vLLM uses its Triton kernels and this plugin does
 nothing. vLLM loads it in every engine process through the `vllm.general_plugins` entry point
@@ -20,36 +41,240 @@ nothing. vLLM loads it in every engine process through the `vllm.general_plugins
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
+# Rows of one slot in the step's token batch: a slice when contiguous (a view, no copy).
+Rows = slice | torch.Tensor
+
+
+def slot_groups(slot_per_token: torch.Tensor) -> list[tuple[int, Rows]]:
+    """Group a step's tokens by adapter slot; tokens at -1 (no adapter) are left out.
+
+    Args:
+        slot_per_token: [tokens] slot index per token, -1 for the base model.
+
+    Returns:
+        (slot, rows) pairs in order of first appearance; rows is a slice when the slot's tokens
+        are contiguous, else a LongTensor of token positions.
+    """
+    if slot_per_token.numel() == 0:
+        return []
+    slots, lengths = torch.unique_consecutive(slot_per_token, return_counts=True)
+    starts: dict[int, list[tuple[int, int]]] = {}
+    position = 0
+    for slot, length in zip(slots.tolist(), lengths.tolist(), strict=True):
+        if slot >= 0:
+            starts.setdefault(slot, []).append((position, position + length))
+        position += length
+    groups: list[tuple[int, Rows]] = []
+    for slot, runs in starts.items():
+        if len(runs) == 1:
+            groups.append((slot, slice(*runs[0])))
+        else:
+            groups.append((slot, torch.cat([torch.arange(start, end) for start, end in runs])))
+    return groups
+
+
+# Up to this many tokens, a batch that mixes adapters is computed for every slot at once and
+# masked (two matrix products per layer whatever the mix); past it, FLOPs win over call counts and
+# each slot's rows are computed on their own (eval/perf/cpu_lora_kernels.py measures both).
+MASKED_MAX_TOKENS = 256
+
+
+@dataclass
+class StepPlan:
+    """Which tokens of one engine step use which adapter slot."""
+
+    slot_per_token: torch.Tensor  # [tokens], -1 for the base model
+    groups: list[tuple[int, Rows]]
+    masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, slot_per_token: torch.Tensor) -> StepPlan:
+        return cls(slot_per_token, slot_groups(slot_per_token))
+
+    def mask(self, slots: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """[tokens, slots * width]: 1 in the `width` columns of the token's own slot, else 0."""
+        key = (slots, width, dtype)
+        if key not in self.masks:
+            own = self.slot_per_token.unsqueeze(1) == torch.arange(slots).unsqueeze(0)
+            self.masks[key] = own.to(dtype).repeat_interleave(width, dim=1)
+        return self.masks[key]
+
+
+@dataclass(frozen=True)
+class FusedLayerWeights:
+    """One LoRA layer's stacked weights, laid out so that a whole batch takes two products.
+
+    a: [slots * width, in], every slot's A matrices for all output slices, one after another.
+    b: [sum(output_slices), slots * width], the slots' B matrices side by side, each one block
+       diagonal across output slices, so one product expands every slice into its own columns.
+    width: slices * rank, the columns of `a.T` (and rows of `b.T`) that belong to one slot.
+    active: slots with any non-zero weight in this layer.
+    """
+
+    a: torch.Tensor
+    b: torch.Tensor
+    width: int
+    active: frozenset[int]
+
+    @property
+    def slots(self) -> int:
+        return self.a.shape[0] // self.width
+
+
+def fuse_layer_weights(
+    lora_a_stacked: Sequence[torch.Tensor],
+    lora_b_stacked: Sequence[torch.Tensor],
+    output_slices: Sequence[int],
+) -> FusedLayerWeights:
+    """Fuse vLLM's per-slice stacked A ([slots, 1, r, in]) and B ([slots, 1, out, r]) weights."""
+    a_parts = [a.squeeze(1) if a.dim() == 4 else a for a in lora_a_stacked]
+    b_parts = [b.squeeze(1) if b.dim() == 4 else b for b in lora_b_stacked]
+    slots, rank = a_parts[0].shape[0], a_parts[0].shape[1]
+    width = rank * len(a_parts)
+    a = torch.cat(a_parts, dim=1).reshape(slots * width, -1)
+    b = a_parts[0].new_zeros(sum(output_slices), slots, width)
+    column = 0
+    for i, (part, size) in enumerate(zip(b_parts, output_slices, strict=True)):
+        # part[:, :size] is [slots, size, rank]; its rows go to this slice's output columns
+        b[column : column + size, :, i * rank : (i + 1) * rank] = part[:, :size].transpose(0, 1)
+        column += size
+    active = frozenset(
+        slot
+        for slot in range(slots)
+        if any(bool(part[slot].any()) for part in (*a_parts, *b_parts))
+    )
+    return FusedLayerWeights(a=a, b=b.reshape(sum(output_slices), slots * width), width=width,
+                             active=active)  # fmt: skip
+
+
+def apply_lora(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    weights: FusedLayerWeights,
+    plan: StepPlan,
+    scale: float = 1.0,
+) -> None:
+    """`y[t] += scale * (x[t] @ A[slot(t)].T) @ B[slot(t)].T` for every token t with an adapter.
+
+    y: [tokens, >= sum(output_slices)] updated in place; x: [tokens, in].
+    """
+    groups = [(slot, rows) for slot, rows in plan.groups if slot in weights.active]
+    if not groups:
+        return
+    out = y[:, : weights.b.shape[0]]
+    x = x.to(y.dtype)
+    a, b = weights.a.to(y.dtype), weights.b.to(y.dtype)
+    one_run = len(plan.groups) == 1 and isinstance(plan.groups[0][1], slice)
+    if not one_run and x.shape[0] <= MASKED_MAX_TOKENS:
+        # Every slot at once: shrink through all slots' A, zero what belongs to other slots
+        # (and to base tokens), expand through all slots' B. Two products, any mix of adapters.
+        shrunk = x @ a.t()
+        shrunk.mul_(plan.mask(weights.slots, weights.width, shrunk.dtype))
+        out.addmm_(shrunk, b.t(), alpha=scale)
+        return
+    for slot, rows in groups:
+        slot_a = a[slot * weights.width : (slot + 1) * weights.width]
+        slot_b = b[:, slot * weights.width : (slot + 1) * weights.width]
+        if isinstance(rows, slice):
+            out[rows].addmm_(x[rows] @ slot_a.t(), slot_b.t(), alpha=scale)
+        else:
+            out.index_add_(0, rows, (x.index_select(0, rows) @ slot_a.t()) @ slot_b.t(),
+                           alpha=scale)  # fmt: skip
+
+
+# --- PunicaWrapperCPU methods -------------------------------------------------------------------
+
+
+def update_metadata(
+    self: Any, mapping: Any, lora_index_to_id: list[int | None], *args: Any, **kwargs: Any
+) -> None:
+    """vLLM's metadata update, then this step's plan and the slot layout the weights follow.
+
+    vLLM calls this whenever the batch's adapter mapping changes, after putting any newly needed
+    adapter into a slot; `lora_index_to_id` says which adapter sits in which slot.
+    """
+    _VLLM_UPDATE_METADATA(self, mapping, lora_index_to_id, *args, **kwargs)
+    self._ragdock_plan = StepPlan.of(self.token_lora_indices.clone())
+    layout = tuple(lora_index_to_id)
+    if getattr(self, "_ragdock_layout", None) != layout:
+        self._ragdock_layout = layout
+        self._ragdock_weights = {}  # another adapter in some slot: fused weights are stale
+
+
+def add_lora_linear(
+    self: Any,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    lora_a_stacked: tuple[torch.Tensor, ...],
+    lora_b_stacked: tuple[torch.Tensor, ...],
+    scale: float,
+    output_slices: tuple[int, ...],
+    *,
+    buffer: Any = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """PunicaWrapperCPU.add_lora_linear: y += LoRA(x), per slot rather than per token.
+
+    One wrapper serves every LoRA layer of the model; a layer is known by its stacked A tensor.
+    """
+    plan = getattr(self, "_ragdock_plan", None)
+    if plan is None:  # metadata not set through our update_metadata (should not happen)
+        self._ragdock_plan = plan = StepPlan.of(self.token_lora_indices.clone())
+    if not plan.groups:  # base model only: vLLM's path allocates buffers and returns too
+        return y
+    cache: dict[int, tuple[torch.Tensor, FusedLayerWeights]] = self.__dict__.setdefault(
+        "_ragdock_weights", {}
+    )
+    layer = lora_a_stacked[0]
+    cached = cache.get(id(layer))
+    if cached is None or cached[0] is not layer:  # new layer, or new adapters in the slots
+        cached = (layer, fuse_layer_weights(lora_a_stacked, lora_b_stacked, output_slices))
+        cache[id(layer)] = cached
+    apply_lora(y, x, cached[1], plan, scale)
+    return y
+
+
+# --- per-token kernels for vLLM's other CPU LoRA paths -----------------------------------------
+
 
 def grouped_lora_matmul(
     inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    """`out[t] = weights[indices[t]] @ inputs[t]` for every token t (one matmul for one slot).
+) -> tuple[torch.Tensor, list[tuple[int, Rows]]]:
+    """`out[t] = weights[indices[t]] @ inputs[t]`, one matmul per slot; rows at -1 stay zero.
 
     Args:
         inputs: [tokens, in] activations.
         weights: [slots, out, in] or [slots, 1, out, in] stacked LoRA matrices.
-        indices: [tokens] slot per token (negative values index from the end, as in torch).
+        indices: [tokens] slot per token, -1 for no adapter.
         dtype: compute and output dtype (vLLM casts both operands to the output's dtype).
 
     Returns:
-        [tokens, out] products.
+        [tokens, out] products and the slot groups that were computed.
     """
     if weights.dim() == 4:
         weights = weights.squeeze(1)
-    inputs = inputs.to(dtype)
-    slots = torch.unique(indices)
-    if slots.numel() == 1:  # the common case: every token uses the same adapter (or none)
-        return inputs @ weights[slots[0]].to(dtype).t()
-    # Several adapters in one batch: a Python loop over slots measured slower than vLLM's
-    # per-token gather (eval/perf/cpu_lora_kernels.py), so mixed batches keep vLLM's method.
-    return torch.einsum("bi, boi -> bo", inputs, weights[indices].to(dtype))
+    groups = slot_groups(indices)
+    out = inputs.new_zeros(inputs.shape[0], weights.shape[1], dtype=dtype)
+    for slot, rows in groups:
+        out[rows] = inputs[rows].to(dtype) @ weights[slot].to(dtype).t()
+    return out, groups
+
+
+def _has_lora(groups: list[tuple[int, Rows]], tokens: int) -> torch.Tensor | slice:
+    """Rows that have an adapter (a slice when all do)."""
+    covered = [rows for _, rows in groups]
+    if len(covered) == 1 and isinstance(covered[0], slice) and covered[0] == slice(0, tokens):
+        return slice(None)
+    parts = [torch.arange(r.start, r.stop) if isinstance(r, slice) else r for r in covered]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
 def bgmv_shrink(
@@ -59,8 +284,11 @@ def bgmv_shrink(
     lora_indices_tensor: torch.Tensor,
     scaling: float = 1.0,
 ) -> None:
-    outputs = grouped_lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    output_tensor[:, : outputs.shape[1]] = scaling * outputs
+    outputs, groups = grouped_lora_matmul(
+        inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype
+    )
+    rows = _has_lora(groups, inputs.shape[0])
+    output_tensor[rows, : outputs.shape[1]] = scaling * outputs[rows]
 
 
 def bgmv_expand(
@@ -70,14 +298,20 @@ def bgmv_expand(
     lora_indices_tensor: torch.Tensor,
     add_inputs: bool = True,
 ) -> None:
-    outputs = grouped_lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    outputs, groups = grouped_lora_matmul(
+        inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype
+    )
     # As vLLM does: a single row broadcasts, and adapter and model may pad the width differently.
     limit = 1 if outputs.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
     common = min(outputs.shape[1], output_tensor.shape[1])
+    rows = _has_lora(groups, inputs.shape[0])
+    if limit == 1 and output_tensor.shape[0] != 1:
+        rows = slice(None) if groups else torch.zeros(0, dtype=torch.long)
+        outputs = outputs[:1].expand(output_tensor.shape[0], -1)
     if add_inputs:
-        output_tensor[:, :common] += outputs[:limit, :common]
+        output_tensor[rows, :common] += outputs[rows, :common]
     else:
-        output_tensor[:, :common] = outputs[:limit, :common]
+        output_tensor[rows, :common] = outputs[rows, :common]
 
 
 def bgmv_expand_slice(
@@ -89,11 +323,15 @@ def bgmv_expand_slice(
     slice_size: int,
     add_inputs: bool = True,
 ) -> None:
-    outputs = grouped_lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    outputs, groups = grouped_lora_matmul(
+        inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype
+    )
+    rows = _has_lora(groups, inputs.shape[0])
+    columns = slice(slice_offset, slice_offset + slice_size)
     if add_inputs:
-        output_tensor[:, slice_offset : slice_offset + slice_size] += outputs
+        output_tensor[rows, columns] += outputs[rows]
     else:
-        output_tensor[:, slice_offset : slice_offset + slice_size] = outputs
+        output_tensor[rows, columns] = outputs[rows]
 
 
 def _per_token(lora_indices_tensor: torch.Tensor, seq_len_tensor: torch.Tensor) -> torch.Tensor:
@@ -160,10 +398,13 @@ KERNELS = {
     "sgmv_expand": sgmv_expand,
     "sgmv_expand_slice": sgmv_expand_slice,
 }
+WRAPPER_METHODS = {"update_metadata": update_metadata, "add_lora_linear": add_lora_linear}
+_VLLM_UPDATE_METADATA: Any = None
 
 
 def register() -> None:
-    """vLLM general-plugin hook: swap the CPU LoRA kernels in, on the CPU platform only."""
+    """vLLM general-plugin hook: install the CPU LoRA path above, on the CPU platform only."""
+    global _VLLM_UPDATE_METADATA
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
@@ -173,10 +414,18 @@ def register() -> None:
     except ImportError:  # a vLLM without the CPU punica wrapper: nothing to speed up
         return
     module: Any = punica_cpu
+    wrapper: Any = getattr(module, "PunicaWrapperCPU", None)
     missing = [name for name in KERNELS if not hasattr(module, name)]
+    missing += [
+        f"PunicaWrapperCPU.{name}" for name in WRAPPER_METHODS if not hasattr(wrapper, name)
+    ]
     if missing:
         logger.warning("ragdock_cpu_lora: vLLM's CPU LoRA wrapper lacks %s; not patched", missing)
         return
+    if getattr(wrapper.update_metadata, "__module__", None) != __name__:  # register twice: once
+        _VLLM_UPDATE_METADATA = wrapper.update_metadata
     for name, kernel in KERNELS.items():
         setattr(module, name, kernel)
-    logger.info("ragdock_cpu_lora: grouped LoRA matmuls installed for the CPU backend")
+    for name, method in WRAPPER_METHODS.items():
+        setattr(wrapper, name, method)
+    logger.info("ragdock_cpu_lora: per-slot LoRA installed for vLLM's CPU backend")

@@ -2,12 +2,14 @@
 adapters mixed into 8 concurrent streams against the base model alone, side by side.
 
     python -m eval.perf.adapter_throughput [--reps 3] [--rank 8] [--kernels both|ragdock|vllm]
+        [--targets attention|all-linear]
 
 Starts its own engine(s) and gateway(s): with `--kernels both` (the default) one engine with vLLM's
-own CPU LoRA kernels and one with ragdock's grouped kernels (engine/cpu_lora.py), measured in
-interleaved reps. The adapters are real PEFT LoRA adapters on the real base with
-random (non-zero) weights: their compute cost is that of trained ones. Every request asks for
-exactly `--max-tokens` tokens (greedy, ignore_eos), through the gateway.
+own CPU LoRA path and one with ragdock's (engine/cpu_lora.py), measured in interleaved reps. Two
+engines share the machine's cores, so on a small machine measure one at a time and compare. The
+adapters are real PEFT LoRA adapters on the real base with random (non-zero) weights: their compute
+cost is that of trained ones. Every request asks for exactly `--max-tokens` tokens (greedy,
+ignore_eos), through the gateway.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from rich.table import Table
 console = Console(width=150)
 
 
-def make_random_adapters(model_dir: Path, out: Path, count: int, rank: int) -> list[Path]:
+TARGETS = {
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+def make_random_adapters(
+    model_dir: Path, out: Path, count: int, rank: int, targets: str = "attention"
+) -> list[Path]:
     """PEFT LoRA adapters with random A and B (peft's init_lora_weights=False)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -42,7 +52,7 @@ def make_random_adapters(model_dir: Path, out: Path, count: int, rank: int) -> l
             r=rank,
             lora_alpha=rank,
             init_lora_weights=False,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            target_modules=TARGETS[targets],
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, config)
@@ -168,6 +178,12 @@ def main() -> None:
         default="both",
         help="LoRA kernels to measure; both = two engines, reps interleaved",
     )
+    parser.add_argument(
+        "--targets",
+        choices=list(TARGETS),
+        default="attention",
+        help="modules the random adapters train (all-linear adds the MLP)",
+    )
     args = parser.parse_args()
 
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
@@ -177,7 +193,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ragdock-adapter-bench-"))
     model_dir = resolve_model_dir(DEFAULT_MODEL, home, step=console.print)
     console.print("making 5 random-weight adapters...")
-    adapters = make_random_adapters(model_dir, workdir / "made", 5, args.rank)
+    adapters = make_random_adapters(model_dir, workdir / "made", 5, args.rank, args.targets)
     kernels = ["vllm", "ragdock"] if args.kernels == "both" else [args.kernels]
     results: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CONFIGS} for k in kernels}
     ptft: dict[str, float] = {}
@@ -215,7 +231,8 @@ def print_table(
 ) -> None:
     table = Table(
         title=f"{args.streams} concurrent streams, {args.max_tokens} tokens/request, "
-        f"LoRA r={args.rank} on q/k/v/o, medians of {args.reps} interleaved reps"
+        f"LoRA r={args.rank} on {', '.join(TARGETS[args.targets])}, "
+        f"medians of {args.reps} interleaved reps"
     )
     table.add_column("models in the mix")
     for kernel in results:

@@ -115,6 +115,26 @@ def test_base_and_two_adapters_in_one_concurrent_batch(
     assert answers == [expected[m] for m in models]
 
 
+def test_base_requests_get_no_adapter_when_every_engine_slot_is_full(
+    client: openai.OpenAI, admin: Admin, trained_adapters: dict[str, Path]
+) -> None:
+    # vLLM's own CPU LoRA kernels index the slots with -1 for "no adapter" and so give base
+    # requests the adapter in the last slot, once all slots (max_loras = 4) are taken and the
+    # batch mixes base and adapter requests. engine/cpu_lora.py leaves base tokens alone.
+    models = []
+    for i in range(4):
+        admin.push(trained_adapters["alpha" if i % 2 == 0 else "bravo"], "full", f"v{i + 1}")
+        models.append(f"full@v{i + 1}")
+    expected = {m: ALPHA_REPLY if i % 2 == 0 else BRAVO_REPLY for i, m in enumerate(models)}
+    for model in models:  # fills the four slots
+        assert ask(client, model) == expected[model]
+    expected["gemma"] = ask(client, "gemma")
+    batch = ["gemma", *models, "gemma"] * 2
+    with ThreadPoolExecutor(len(batch)) as pool:
+        answers = list(pool.map(lambda m: ask(client, m), batch))
+    assert answers == [expected[m] for m in batch]
+
+
 def test_concurrent_first_requests_trigger_one_load(
     client: openai.OpenAI, admin: Admin, gateway: GatewayProcess, trained_adapters: dict[str, Path]
 ) -> None:
