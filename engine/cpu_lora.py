@@ -169,8 +169,10 @@ def apply_lora(
     groups = [(slot, rows) for slot, rows in plan.groups if slot in weights.active]
     if not groups:
         return
-    out = y[:, : weights.b.shape[0]]
-    x = x.to(y.dtype)
+    # Rows past the step's tokens (padding, should a runner add any) are not the plan's to touch.
+    tokens = plan.slot_per_token.shape[0]
+    out = y[:tokens, : weights.b.shape[0]]
+    x = x[:tokens].to(y.dtype)
     a, b = weights.a.to(y.dtype), weights.b.to(y.dtype)
     one_run = len(plan.groups) == 1 and isinstance(plan.groups[0][1], slice)
     if not one_run and x.shape[0] <= MASKED_MAX_TOKENS:

@@ -100,6 +100,17 @@ def test_slots_without_weights_in_a_layer_are_skipped() -> None:
     torch.testing.assert_close(y.double(), per_token_lora(x, a, b, MIXED), **tolerance(y.dtype))
 
 
+def test_rows_past_the_steps_tokens_are_left_alone() -> None:
+    torch.manual_seed(0)
+    a, b = stacked([16, 16], torch.float32)
+    x, y = torch.randn(TOKENS + 5, HIDDEN), torch.zeros(TOKENS + 5, 32)
+    weights = cpu_lora.fuse_layer_weights(a, b, [16, 16])
+    cpu_lora.apply_lora(y, x, weights, cpu_lora.StepPlan.of(torch.tensor(MIXED)))
+    expected = per_token_lora(x[:TOKENS], a, b, MIXED)
+    torch.testing.assert_close(y[:TOKENS].double(), expected, **tolerance(y.dtype))
+    assert not y[TOKENS:].any()
+
+
 def run_kernel(impl: Callable[..., None], make_args: Callable[[], tuple[Any, ...]]) -> torch.Tensor:
     torch.manual_seed(0)
     args = make_args()
