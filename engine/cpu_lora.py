@@ -195,20 +195,25 @@ def apply_lora(
 # --- PunicaWrapperCPU methods -------------------------------------------------------------------
 
 
-def update_metadata(
-    self: Any, mapping: Any, lora_index_to_id: list[int | None], *args: Any, **kwargs: Any
-) -> None:
-    """vLLM's metadata update, then this step's plan and the slot layout the weights follow.
+def with_step_plan(vllm_update_metadata: Any) -> Any:
+    """PunicaWrapperCPU.update_metadata: vLLM's, then this step's plan and the slot layout.
 
-    vLLM calls this whenever the batch's adapter mapping changes, after putting any newly needed
+    vLLM calls it whenever the batch's adapter mapping changes, after putting any newly needed
     adapter into a slot; `lora_index_to_id` says which adapter sits in which slot.
     """
-    _VLLM_UPDATE_METADATA(self, mapping, lora_index_to_id, *args, **kwargs)
-    self._ragdock_plan = StepPlan.of(self.token_lora_indices.clone())
-    layout = tuple(lora_index_to_id)
-    if getattr(self, "_ragdock_layout", None) != layout:
-        self._ragdock_layout = layout
-        self._ragdock_weights = {}  # another adapter in some slot: fused weights are stale
+
+    def update_metadata(
+        self: Any, mapping: Any, lora_index_to_id: list[int | None], *args: Any, **kwargs: Any
+    ) -> None:
+        vllm_update_metadata(self, mapping, lora_index_to_id, *args, **kwargs)
+        self._ragdock_plan = StepPlan.of(self.token_lora_indices.clone())
+        layout = tuple(lora_index_to_id)
+        if getattr(self, "_ragdock_layout", None) != layout:
+            self._ragdock_layout = layout
+            self._ragdock_weights = {}  # another adapter in some slot: fused weights are stale
+
+    update_metadata.ragdock_plans = True  # type: ignore[attr-defined]
+    return update_metadata
 
 
 def add_lora_linear(
@@ -237,7 +242,9 @@ def add_lora_linear(
     )
     layer = lora_a_stacked[0]
     cached = cache.get(id(layer))
-    if cached is None or cached[0] is not layer:  # new layer, or new adapters in the slots
+    # Fused once per layer after each slot change (update_metadata empties the cache); holding the
+    # tensor and checking identity keeps a reused id() from picking up another layer's weights.
+    if cached is None or cached[0] is not layer:
         cached = (layer, fuse_layer_weights(lora_a_stacked, lora_b_stacked, output_slices))
         cache[id(layer)] = cached
     apply_lora(y, x, cached[1], plan, scale)
@@ -249,7 +256,7 @@ def add_lora_linear(
 
 def grouped_lora_matmul(
     inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype
-) -> tuple[torch.Tensor, list[tuple[int, Rows]]]:
+) -> torch.Tensor:
     """`out[t] = weights[indices[t]] @ inputs[t]`, one matmul per slot; rows at -1 stay zero.
 
     Args:
@@ -257,26 +264,13 @@ def grouped_lora_matmul(
         weights: [slots, out, in] or [slots, 1, out, in] stacked LoRA matrices.
         indices: [tokens] slot per token, -1 for no adapter.
         dtype: compute and output dtype (vLLM casts both operands to the output's dtype).
-
-    Returns:
-        [tokens, out] products and the slot groups that were computed.
     """
     if weights.dim() == 4:
         weights = weights.squeeze(1)
-    groups = slot_groups(indices)
     out = inputs.new_zeros(inputs.shape[0], weights.shape[1], dtype=dtype)
-    for slot, rows in groups:
+    for slot, rows in slot_groups(indices):
         out[rows] = inputs[rows].to(dtype) @ weights[slot].to(dtype).t()
-    return out, groups
-
-
-def _has_lora(groups: list[tuple[int, Rows]], tokens: int) -> torch.Tensor | slice:
-    """Rows that have an adapter (a slice when all do)."""
-    covered = [rows for _, rows in groups]
-    if len(covered) == 1 and isinstance(covered[0], slice) and covered[0] == slice(0, tokens):
-        return slice(None)
-    parts = [torch.arange(r.start, r.stop) if isinstance(r, slice) else r for r in covered]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    return out
 
 
 def bgmv_shrink(
@@ -286,10 +280,8 @@ def bgmv_shrink(
     lora_indices_tensor: torch.Tensor,
     scaling: float = 1.0,
 ) -> None:
-    outputs, groups = grouped_lora_matmul(
-        inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype
-    )
-    rows = _has_lora(groups, inputs.shape[0])
+    outputs = grouped_lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    rows = lora_indices_tensor >= 0  # base tokens keep what they had
     output_tensor[rows, : outputs.shape[1]] = scaling * outputs[rows]
 
 
@@ -300,16 +292,13 @@ def bgmv_expand(
     lora_indices_tensor: torch.Tensor,
     add_inputs: bool = True,
 ) -> None:
-    outputs, groups = grouped_lora_matmul(
-        inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype
-    )
-    # As vLLM does: a single row broadcasts, and adapter and model may pad the width differently.
-    limit = 1 if outputs.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
-    common = min(outputs.shape[1], output_tensor.shape[1])
-    rows = _has_lora(groups, inputs.shape[0])
-    if limit == 1 and output_tensor.shape[0] != 1:
-        rows = slice(None) if groups else torch.zeros(0, dtype=torch.long)
-        outputs = outputs[:1].expand(output_tensor.shape[0], -1)
+    outputs = grouped_lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    rows = lora_indices_tensor >= 0  # base tokens keep what they had
+    if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
+        # As vLLM does: a single row broadcasts to every output row.
+        outputs = outputs.expand(output_tensor.shape[0], -1)
+        rows = rows.expand(output_tensor.shape[0])
+    common = min(outputs.shape[1], output_tensor.shape[1])  # adapter and model may pad differently
     if add_inputs:
         output_tensor[rows, :common] += outputs[rows, :common]
     else:
@@ -325,10 +314,8 @@ def bgmv_expand_slice(
     slice_size: int,
     add_inputs: bool = True,
 ) -> None:
-    outputs, groups = grouped_lora_matmul(
-        inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype
-    )
-    rows = _has_lora(groups, inputs.shape[0])
+    outputs = grouped_lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    rows = lora_indices_tensor >= 0  # base tokens keep what they had
     columns = slice(slice_offset, slice_offset + slice_size)
     if add_inputs:
         output_tensor[rows, columns] += outputs[rows]
@@ -400,13 +387,11 @@ KERNELS = {
     "sgmv_expand": sgmv_expand,
     "sgmv_expand_slice": sgmv_expand_slice,
 }
-WRAPPER_METHODS = {"update_metadata": update_metadata, "add_lora_linear": add_lora_linear}
-_VLLM_UPDATE_METADATA: Any = None
+WRAPPER_METHODS = ("update_metadata", "add_lora_linear")
 
 
 def register() -> None:
     """vLLM general-plugin hook: install the CPU LoRA path above, on the CPU platform only."""
-    global _VLLM_UPDATE_METADATA
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
@@ -424,10 +409,9 @@ def register() -> None:
     if missing:
         logger.warning("ragdock_cpu_lora: vLLM's CPU LoRA wrapper lacks %s; not patched", missing)
         return
-    if getattr(wrapper.update_metadata, "__module__", None) != __name__:  # register twice: once
-        _VLLM_UPDATE_METADATA = wrapper.update_metadata
     for name, kernel in KERNELS.items():
         setattr(module, name, kernel)
-    for name, method in WRAPPER_METHODS.items():
-        setattr(wrapper, name, method)
+    if not getattr(wrapper.update_metadata, "ragdock_plans", False):  # registered once only
+        wrapper.update_metadata = with_step_plan(wrapper.update_metadata)
+    wrapper.add_lora_linear = add_lora_linear
     logger.info("ragdock_cpu_lora: per-slot LoRA installed for vLLM's CPU backend")

@@ -42,7 +42,7 @@ LAYERS = {
 class Ours(PunicaWrapperCPU):
     """vLLM's wrapper with ragdock's two methods, without patching vLLM's class."""
 
-    update_metadata = cpu_lora.update_metadata
+    update_metadata = cpu_lora.with_step_plan(PunicaWrapperCPU.update_metadata)
     add_lora_linear = cpu_lora.add_lora_linear
 
 
@@ -66,7 +66,6 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--rank", type=int, default=16)
     args = parser.parse_args()
-    cpu_lora._VLLM_UPDATE_METADATA = PunicaWrapperCPU.update_metadata
     torch.manual_seed(0)
     print(f"| layer | tokens | adapters | vLLM us | ragdock us | speed-up |  (r={args.rank}, bf16)")
     print("|---|---|---|---|---|---|")

@@ -207,8 +207,12 @@ def patched_wrapper() -> Any:
 def test_register_installs_the_kernels_and_wrapper_methods(patched_wrapper: Any) -> None:
     for name, kernel in cpu_lora.KERNELS.items():
         assert getattr(punica_cpu, name) is kernel
-    for name, method in cpu_lora.WRAPPER_METHODS.items():
-        assert getattr(punica_cpu.PunicaWrapperCPU, name) is method
+    wrapper = punica_cpu.PunicaWrapperCPU
+    assert wrapper.add_lora_linear is cpu_lora.add_lora_linear
+    assert getattr(wrapper.update_metadata, "ragdock_plans", False)
+    installed = wrapper.update_metadata
+    cpu_lora.register()  # a second registration does not wrap vLLM's method twice
+    assert wrapper.update_metadata is installed
 
 
 def test_the_patched_wrapper_serves_a_mixed_batch_and_follows_slot_changes(
