@@ -19,6 +19,7 @@ from engine.model_build import (
     resolve_model_dir,
     verify_checkpoint,
 )
+from ragdock.compute_dtype import choose_dtype
 from ragdock.settings import Settings
 
 console = Console(stderr=True)
@@ -35,6 +36,7 @@ def engine_spec(settings: Settings, model_dir: Path) -> EngineLaunchSpec:
         max_loras=settings.engine_max_loras,
         max_model_len=settings.engine_max_model_len,
         dtype=settings.engine_dtype,
+        dtype_cache=settings.home,
         kv_cache_gib=settings.engine_kv_cache_gib,
         extra_args=tuple(settings.engine_extra_args),
     )
@@ -56,6 +58,8 @@ def wait_with_progress(engine: EngineProcess, timeout_s: float, console: Console
 
         seconds = engine.wait_ready(timeout_s, on_tick=tick)
     console.print(f"[green]engine ready[/] in {seconds:.0f} s at {engine.url}")
+    if engine.dtype_choice is not None:
+        console.print(f"  engine dtype: {engine.dtype_choice.describe()}")
     return seconds
 
 
@@ -95,6 +99,18 @@ def build(
         console.print(f"[red]build failed:[/] {exc}")
         raise typer.Exit(1) from exc
     console.print(f"[green]built[/] {out} in {time.monotonic() - started:.0f} s")
+
+
+@engine_app.command("dtype")
+def dtype(config: ConfigOption = None) -> None:
+    """Print the dtype the engine will compute in here, and the measurement behind it."""
+    settings = Settings.load(config)
+    try:
+        choice = choose_dtype(settings.engine_dtype, home=settings.home)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    print(f"{choice.dtype}\t{choice.describe()}")
 
 
 @engine_app.command("start")

@@ -20,9 +20,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
+
+from ragdock.compute_dtype import DtypeChoice, choose_dtype
 
 _PR_SET_PDEATHSIG = 1
 
@@ -55,7 +57,8 @@ class EngineLaunchSpec:
     max_lora_rank: int = 16
     max_loras: int = 4
     max_model_len: int = 2048
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # resolved by `EngineProcess.start` (see ragdock.compute_dtype)
+    dtype_cache: Path | None = None  # where the dtype probe's answer is cached (RAGDOCK_HOME)
     kv_cache_gib: int = 2
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -99,6 +102,7 @@ class EngineProcess:
 
     def __init__(self, spec: EngineLaunchSpec) -> None:
         self.spec = spec
+        self.dtype_choice: DtypeChoice | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,8 +119,12 @@ class EngineProcess:
     def start(self) -> None:
         """Start the server (returns at once; see `wait_ready`).
 
+        A dtype of 'auto' is resolved first (a sub-second matmul probe, cached per machine); the
+        resolved spec replaces `spec` and the choice is kept in `dtype_choice`.
+
         Raises:
-            EngineStartError: the port is taken or the process could not be spawned.
+            EngineStartError: the port is taken, the dtype is unknown, or the process could not
+                be spawned.
         """
         if self.running():
             return
@@ -125,9 +133,17 @@ class EngineProcess:
                 f"port {self.spec.port} on {self.spec.host} is already in use; stop what is "
                 "listening there, pick another RAGDOCK_ENGINE_PORT, or pass --engine-url"
             )
+        try:
+            self.dtype_choice = choose_dtype(self.spec.dtype, home=self.spec.dtype_cache)
+        except ValueError as exc:
+            raise EngineStartError(str(exc)) from None
+        self.spec = replace(self.spec, dtype=self.dtype_choice.dtype)
         self.spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.spec.log_file.open("ab") as log:
-            log.write(f"\n==== ragdock: starting engine {time.ctime()} ====\n".encode())
+            log.write(
+                f"\n==== ragdock: starting engine {time.ctime()}, dtype "
+                f"{self.dtype_choice.describe()} ====\n".encode()
+            )
             log.flush()
             self._proc = subprocess.Popen(
                 self.spec.command(),

@@ -21,6 +21,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from ragdock.compute_dtype import DtypeSetting
+
 ALL_SCOPES = frozenset({"chat", "ingest", "admin"})
 # Obvious placeholders are refused so a copied example config never guards a real deployment.
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "sk-xxx", "your-api-key"}
@@ -91,7 +93,11 @@ class Settings(BaseSettings):
     engine_max_lora_rank: int = Field(16, ge=1, description="Must be >= every adapter's r.")
     engine_max_loras: int = Field(4, ge=1, description="Adapters resident in one batch.")
     engine_max_model_len: int = Field(2048, ge=128)
-    engine_dtype: str = "bfloat16"
+    engine_dtype: DtypeSetting = Field(
+        "auto",
+        description="'auto': bf16 where this machine computes it fast (measured once, cached "
+        "in HOME), else fp32; on a GPU, bf16 where supported. Or 'bfloat16' / 'float32'.",
+    )
     engine_kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache size (GiB).")
     engine_extra_args: list[str] = Field(default_factory=list, description="Passed to vLLM as is.")
     engine_startup_timeout_s: float = Field(600.0, gt=0)
@@ -122,6 +128,9 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: float = Field(
         10.0, gt=0, description="Longest wait for a Qdrant server's answer (with qdrant_url)."
+    )
+    embedder_dtype: DtypeSetting = Field(
+        "auto", description="Dense embedder's dtype, resolved like engine_dtype."
     )
     rag_top_k: int = Field(5, ge=1, le=50, description="Sources given to the model by default.")
     rag_min_score: float = Field(

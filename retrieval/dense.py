@@ -5,6 +5,7 @@ Nothing is loaded at import time: the model (about 0.9 GB of RSS with torch) loa
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from ragdock.compute_dtype import DtypeChoice, choose_dtype, torch_dtype
+
+log = logging.getLogger(__name__)
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -55,6 +60,11 @@ class MiniLMEmbedder:
         model_path: a sentence-transformers model directory; defaults to the PyPI package's.
         batch_size: passages per forward pass (64 measured best on 2 cores).
         device: torch device.
+        dtype: 'auto' (bf16 where this machine computes it fast, else fp32; see
+            `ragdock.compute_dtype`), 'bfloat16' or 'float32'. Measured on an AVX512_BF16
+            EPYC (1 thread, 128 passages of ~100 words): bf16 embedded 1.9x as many passages per
+            second as fp32, and its vectors kept a cosine of at least 0.998 with fp32's.
+        dtype_cache: where the dtype probe's answer is cached (RAGDOCK_HOME); None: not cached.
         threads: torch intra-op threads, set when the model loads (process-wide), or None
             to keep torch's default. Default 1: the gateway shares the cores with vLLM, and
             with 2 threads on 2 busy cores one query took 500 ms instead of 13 ms (OpenMP
@@ -72,11 +82,16 @@ class MiniLMEmbedder:
         batch_size: int = 64,
         device: str = "cpu",
         threads: int | None = 1,
+        dtype: str = "auto",
+        dtype_cache: Path | None = None,
     ) -> None:
         self._path = model_path
         self._batch_size = batch_size
         self._device = device
         self._threads = threads
+        self._dtype = dtype
+        self._dtype_cache = dtype_cache
+        self.dtype_choice: DtypeChoice | None = None
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -90,8 +105,12 @@ class MiniLMEmbedder:
                 if self._threads:
                     torch.set_num_threads(self._threads)
                 path = self._path or minilm_path()
+                choice = choose_dtype(self._dtype, home=self._dtype_cache, device=self._device)
                 # A path, never a hub name: the hub is unreachable and must not be tried.
-                self._model = SentenceTransformer(str(path), device=self._device)
+                model = SentenceTransformer(str(path), device=self._device)
+                self._model = model.to(torch_dtype(choice.dtype))
+                self.dtype_choice = choice
+                log.info("embedder %s in %s", path.name, choice.describe())
             return self._model
 
     def _load_tokenizer(self) -> Any:
@@ -130,7 +149,7 @@ class MiniLMEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        return np.asarray(vectors, dtype=np.float32)  # bf16 outputs come back as float32
 
     def embed_query(self, text: str) -> FloatMatrix:
         """Embed one query as a unit vector of shape (384,)."""

@@ -49,6 +49,7 @@ def open_retrieval(settings: Settings) -> Retriever | None:
     """The retriever over the embedded Qdrant engine (or a Qdrant server), or None when the
     retrieval extra is not installed (a gateway that only proxies the engine)."""
     try:
+        from retrieval.dense import MiniLMEmbedder
         from retrieval.factory import open_retriever
     except ImportError as exc:
         log.warning("retrieval disabled: %s (install ragdock[retrieval])", exc)
@@ -59,6 +60,7 @@ def open_retrieval(settings: Settings) -> Retriever | None:
         qdrant_url=settings.qdrant_url,
         qdrant_api_key=api_key,
         qdrant_timeout_s=settings.qdrant_timeout_s,
+        embedder=MiniLMEmbedder(dtype=settings.embedder_dtype, dtype_cache=settings.home),
     )
 
 
