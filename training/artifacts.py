@@ -116,12 +116,16 @@ def write_model_card(path: Path, manifest: dict[str, Any]) -> None:
     config = manifest["config"]
     metrics = manifest["metrics"]
     data = manifest["data"]
+    dtype = manifest.get("hardware", {}).get("dtype", {})
     lines = [
         f"# LoRA adapter for {manifest['base_model']['id']}",
         "",
         f"Trained by ragdock ({config['method']}, r={config['lora']['r']}, "
         f"alpha={config['lora']['alpha']}, targets={config['lora']['target_modules']}).",
         "Load it with vLLM (`--enable-lora`) on the same base model, or with peft.",
+        f"Computed in {dtype.get('dtype', '?')} ({dtype.get('source', '?')}"
+        + (f", CPU {dtype['cpu_model']}" if "cpu_model" in dtype else "")
+        + ").",
         "",
         "## Base model",
         f"- id: `{manifest['base_model']['id']}` (digest `{manifest['base_model']['digest']}`)",

@@ -45,7 +45,7 @@ def run_command(
     cfg = _load(config, overrides or [])
     console.print(f"[bold]ragdock train[/bold] {config} -> {cfg.output_dir} ({cfg.method})")
     try:
-        result = run(cfg, progress=progress)
+        result = run(cfg, progress=progress, announce=console.print)
     except (DataError, FileExistsError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

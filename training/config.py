@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ragdock.compute_dtype import DtypeSetting
+
 # Attention projections share these names in Gemma 2/3/4, Llama, Mistral and Qwen checkpoints.
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -66,8 +68,8 @@ class QuantSettings(_Section):
 
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="NF4 suits normal weights.")
     double_quant: bool = Field(True, description="Quantize the scales too (~0.4 bit/param saved).")
-    compute_dtype: Literal["bfloat16", "float32"] = Field(
-        "bfloat16", description="Matmul dtype of the dequantized blocks."
+    compute_dtype: DtypeSetting = Field(
+        "auto", description="Matmul dtype of the dequantized blocks; auto = the loop's dtype."
     )
 
 
@@ -125,8 +127,11 @@ class LoopSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto = the GPU when torch sees one, else the CPU."
     )
-    dtype: Literal["bfloat16", "float32"] = Field(
-        "bfloat16", description="Base weights; bf16 is ~2x faster on AVX512_BF16 CPUs."
+    dtype: DtypeSetting = Field(
+        "auto",
+        description="Base weights and compute. auto = bf16 where this machine computes it fast "
+        "(measured once, cached in RAGDOCK_HOME), else fp32: on CPUs with AVX2 only, bf16 "
+        "is emulated and a LoRA step ran 60-70x slower than in fp32.",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30% slower."
@@ -186,8 +191,6 @@ class TrainConfig(_Section):
                 "loop.early_stopping_patience needs a validation set (data.validation or "
                 "data.validation_fraction) and loop.eval_every > 0"
             )
-        if self.method == "qlora" and self.loop.dtype != "bfloat16":
-            raise ValueError("method qlora computes in bf16; set loop.dtype: bfloat16")
         return self
 
 

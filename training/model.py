@@ -1,4 +1,4 @@
-"""Loading the base model and wrapping it with a LoRA adapter (peft), in bf16 or 4-bit NF4.
+"""Loading the base model and wrapping it with a LoRA adapter (peft), in bf16/fp32 or 4-bit NF4.
 
 The QLoRA trap (measured on CPUs with AVX512_BF16): bitsandbytes repacks a 4-bit weight into an
 inference-only layout the first time a `Linear4bit` runs in eval mode on an input that does not
@@ -17,11 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ragdock.compute_dtype import ComputeDtype, torch_dtype
 from training.batching import Batch
 from training.config import TrainConfig, resolve_device
 from training.render import IGNORE_INDEX
-
-_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 class QLoRATrapError(RuntimeError):
@@ -47,10 +46,16 @@ def load_tokenizer(model_dir: Path) -> Any:
     return tokenizer
 
 
-def load_peft_model(config: TrainConfig, model_dir: Path) -> Any:
+def load_peft_model(config: TrainConfig, model_dir: Path, dtype: ComputeDtype) -> Any:
     """Load the base model (bf16/fp32, or 4-bit for qlora) and add a fresh LoRA adapter.
 
     The adapter's initial weights come from torch's RNG, so seed before calling.
+
+    Args:
+        config: the run's configuration.
+        model_dir: the base checkpoint.
+        dtype: `config.loop.dtype` resolved for this machine (`ragdock.compute_dtype`); a qlora
+            `quant.compute_dtype` of 'auto' follows it.
 
     Returns:
         A `peft.PeftModel` in train mode, with only LoRA parameters trainable.
@@ -58,15 +63,15 @@ def load_peft_model(config: TrainConfig, model_dir: Path) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    dtype = _DTYPES[config.loop.dtype]
     device = resolve_device(config.loop.device)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
     if config.method == "qlora":
+        compute = dtype if config.quant.compute_dtype == "auto" else config.quant.compute_dtype
         kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True,
             bnb_4bit_quant_type=config.quant.quant_type,
             bnb_4bit_use_double_quant=config.quant.double_quant,
-            bnb_4bit_compute_dtype=_DTYPES[config.quant.compute_dtype],
+            bnb_4bit_compute_dtype=torch_dtype(compute),
         )
         # 4-bit weights are quantized as they are placed, so place them on the target at load.
         kwargs["device_map"] = {"": device}

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ragdock.compute_dtype import choose_dtype
 from training import artifacts
 from training.batching import Batch
 from training.checkpoint import (
@@ -58,6 +60,7 @@ class RunResult:
     stopped_early: bool
     tokens_per_second: float
     wall_seconds: float
+    dtype: str
 
 
 def default_home() -> Path:
@@ -77,12 +80,21 @@ class LoRARecipe:
         config: the validated run configuration.
         home: RAGDOCK_HOME, where `gemma-3-270m` is built if missing.
         progress: show a progress bar (rich) on the console.
+        announce: called with one-line news of the run (the dtype chosen and why).
     """
 
-    def __init__(self, config: TrainConfig, *, home: Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        home: Path | None = None,
+        progress: bool = True,
+        announce: Callable[[str], None] | None = None,
+    ):
         self.config = config
         self.home = home or default_home()
         self.progress = progress
+        self.announce = announce or (lambda _: None)
         self.out = config.output_dir
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] | None = None
@@ -129,8 +141,13 @@ class LoRARecipe:
             1, math.ceil(cfg.optim.epochs * steps_per_epoch)
         )
 
+        # Resolved on the threads training uses, before the model takes memory and time.
+        self.dtype_choice = choose_dtype(
+            cfg.loop.dtype, home=self.home, device=resolve_device(cfg.loop.device)
+        )
+        self.announce(f"dtype: {self.dtype_choice.describe()}")
         set_seed(cfg.seed)  # adapter init must not depend on how much RNG data prep consumed
-        self.model = load_peft_model(cfg, self.model_dir)
+        self.model = load_peft_model(cfg, self.model_dir, self.dtype_choice.dtype)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
@@ -339,6 +356,7 @@ class LoRARecipe:
             stopped_early=self.stopped_early,
             tokens_per_second=tokens_per_s,
             wall_seconds=wall,
+            dtype=self.dtype_choice.dtype,
         )
         manifest = self._manifest(result)
         (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -405,6 +423,7 @@ class LoRARecipe:
             "hardware": {
                 "device": resolve_device(cfg.loop.device),
                 "torch_threads": torch.get_num_threads(),
+                "dtype": self.dtype_choice.record(),
             },
             "metrics": {
                 "steps": result.steps,
@@ -433,13 +452,25 @@ class LoRARecipe:
         self.optimizer = None  # type: ignore[assignment]
 
 
-def run(config: TrainConfig, *, home: Path | None = None, progress: bool = True) -> RunResult:
+def run(
+    config: TrainConfig,
+    *,
+    home: Path | None = None,
+    progress: bool = True,
+    announce: Callable[[str], None] | None = None,
+) -> RunResult:
     """setup -> train -> save -> cleanup, with a checkpoint left behind if training is interrupted.
+
+    Args:
+        config: the run.
+        home: RAGDOCK_HOME (model builds, the dtype probe's cache).
+        progress: show a progress bar.
+        announce: called with one-line news of the run (the dtype chosen and why).
 
     Returns:
         The run's summary (also in `output_dir/manifest.json`).
     """
-    recipe = LoRARecipe(config, home=home, progress=progress)
+    recipe = LoRARecipe(config, home=home, progress=progress, announce=announce)
     try:
         recipe.setup()
         try:
