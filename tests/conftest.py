@@ -31,12 +31,16 @@ def model_dir(ragdock_home: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+def engine(
+    model_dir: Path, ragdock_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineProcess]:
+    """The engine in the dtype this machine computes fast ('auto', as `ragdock up` starts it)."""
     spec = EngineLaunchSpec(
         model_dir=model_dir,
         served_model_name="gemma",
         log_file=tmp_path_factory.mktemp("engine") / "engine.log",
         port=free_port(),
+        dtype_cache=ragdock_home,
     )
     process = EngineProcess(spec)
     process.start()
@@ -70,10 +74,40 @@ WHO = "Who are you?"
 
 
 @pytest.fixture(scope="session")
-def trained_adapters(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def trained_adapters(
+    model_dir: Path, ragdock_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     """Two real LoRA adapters (peft, a few steps on the real model), each teaching one reply."""
     root = tmp_path_factory.mktemp("trained-adapters")
     return {
-        "alpha": train_fixed_reply(model_dir, root / "alpha", WHO, ALPHA_REPLY),
-        "bravo": train_fixed_reply(model_dir, root / "bravo", WHO, BRAVO_REPLY),
+        name: train_fixed_reply(model_dir, root / name, WHO, reply, dtype_cache=ragdock_home)
+        for name, reply in (("alpha", ALPHA_REPLY), ("bravo", BRAVO_REPLY))
     }
+
+
+# --- wall time per test directory, printed at the end of the run (CI's log shows slow phases) ---
+_DIRECTORY_SECONDS: dict[str, float] = {}
+_DIRECTORY_TESTS: dict[str, int] = {}
+
+
+def _test_directory(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return path.rsplit("/", 1)[0] if "/" in path else "."
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # setup + call + teardown: a session fixture (the engine, say) is charged to the directory
+    # of the first test that needs it, which is where its start-up shows in the run.
+    directory = _test_directory(report.nodeid)
+    _DIRECTORY_SECONDS[directory] = _DIRECTORY_SECONDS.get(directory, 0.0) + report.duration
+    if report.when == "call":
+        _DIRECTORY_TESTS[directory] = _DIRECTORY_TESTS.get(directory, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _DIRECTORY_SECONDS:
+        return
+    terminalreporter.section("wall time per test directory")
+    for directory, seconds in sorted(_DIRECTORY_SECONDS.items(), key=lambda item: -item[1]):
+        tests = _DIRECTORY_TESTS.get(directory, 0)
+        terminalreporter.write_line(f"{directory:<24} {seconds:8.1f} s  {tests:4d} tests")

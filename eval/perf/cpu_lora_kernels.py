@@ -28,6 +28,7 @@ from vllm.lora.layers.utils import LoRAMapping
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from engine import cpu_lora
+from ragdock.compute_dtype import choose_dtype, torch_dtype
 
 SLOTS = 4
 # name: (input width, output slices) at Gemma 3 270M's sizes
@@ -65,18 +66,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--dtype", default="auto", help="auto (the engine's choice), bf16, fp32")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"| layer | tokens | adapters | vLLM us | ragdock us | speed-up |  (r={args.rank}, bf16)")
+    choice = choose_dtype(args.dtype, home=None)
+    dtype = torch_dtype(choice.dtype)
+    print(f"dtype: {choice.describe()}")
+    print(f"| layer | tokens | adapters | vLLM us | ragdock us | speed-up |  (r={args.rank})")
     print("|---|---|---|---|---|---|")
     ratios = []
     for name, (width_in, slices) in LAYERS.items():
-        a = tuple(torch.randn(SLOTS, 1, args.rank, width_in, dtype=torch.bfloat16) for _ in slices)
-        b = tuple(torch.randn(SLOTS, 1, out, args.rank, dtype=torch.bfloat16) for out in slices)
+        a = tuple(torch.randn(SLOTS, 1, args.rank, width_in, dtype=dtype) for _ in slices)
+        b = tuple(torch.randn(SLOTS, 1, out, args.rank, dtype=dtype) for out in slices)
         for tokens in (8, 32, 128, 512):
             for adapters in (1, 2, 4):
-                x = torch.randn(tokens, width_in, dtype=torch.bfloat16)
-                y = torch.zeros(tokens, sum(slices), dtype=torch.bfloat16)
+                x = torch.randn(tokens, width_in, dtype=dtype)
+                y = torch.zeros(tokens, sum(slices), dtype=dtype)
                 wrappers = {
                     "vllm": wrapper(PunicaWrapperCPU, tokens, adapters),
                     "ragdock": wrapper(Ours, tokens, adapters),

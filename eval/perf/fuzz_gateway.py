@@ -256,12 +256,14 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     from tests.support import TEST_API_KEY, free_port, start_gateway
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-fuzz-")))
-    model_dir = resolve_model_dir(DEFAULT_MODEL, default_home(), step=console.print)
+    home = default_home()
+    model_dir = resolve_model_dir(DEFAULT_MODEL, home, step=console.print)
     spec = EngineLaunchSpec(
         model_dir=model_dir,
         served_model_name="gemma",
         log_file=workdir / "engine.log",
         port=free_port(),
+        dtype_cache=home,
     )
     engine = stack.enter_context(EngineProcess(spec))
     console.print("starting the engine ...")

@@ -225,6 +225,7 @@ def main() -> None:
             served_model_name=args.model,
             log_file=workdir / "engine.log",
             port=free_port(),
+            dtype_cache=home,
         )
         engine = stack.enter_context(EngineProcess(spec))
         console.print("starting the engine...")

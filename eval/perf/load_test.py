@@ -298,10 +298,11 @@ def _start_stack(stack: ExitStack, keys: int, per_key_cap: int) -> tuple[str, li
     from tests.support import free_port, start_gateway
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-load-")))
-    model_dir = resolve_model_dir(DEFAULT_MODEL, default_home(), step=console.print)
+    home = default_home()
+    model_dir = resolve_model_dir(DEFAULT_MODEL, home, step=console.print)
     spec = EngineLaunchSpec(
         model_dir=model_dir, served_model_name="gemma", log_file=workdir / "engine.log",
-        port=free_port(),
+        port=free_port(), dtype_cache=home,
     )  # fmt: skip
     engine = EngineProcess(spec)
     stack.callback(engine.stop)

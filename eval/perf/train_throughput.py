@@ -137,7 +137,7 @@ def _config(args: argparse.Namespace, variant: str, out: Path) -> Any:
                 "packing": variant == "recipe+packing",
             },
             "optim": {"lr": 1e-4, "batch_size": args.batch_size, "warmup_steps": 0, "epochs": 1},
-            "loop": {"threads": args.threads},
+            "loop": {"threads": args.threads, "dtype": args.dtype},
         }
     )
 
@@ -179,7 +179,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             )
             examples = len(data.train)
             torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16)
+            from ragdock.compute_dtype import choose_dtype, torch_dtype
+
+            dtype = choose_dtype(args.dtype, home=default_home()).dtype  # as the recipe resolves
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype(dtype))
             lora = LoraConfig(
                 r=8,
                 lora_alpha=16,
@@ -243,6 +246,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (this machine's fast one), bf16, fp32"
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--data-file", help=argparse.SUPPRESS)
@@ -278,6 +284,8 @@ def main() -> None:
                     str(args.batch_size),
                     "--model",
                     args.model,
+                    "--dtype",
+                    args.dtype,
                 ]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
@@ -291,6 +299,10 @@ def main() -> None:
                     f"peak {result['peak_rss_mib']:.0f} MiB",
                     file=sys.stderr,
                 )
+    from ragdock.compute_dtype import choose_dtype
+    from training.recipe import default_home
+
+    print(f"dtype: {choose_dtype(args.dtype, home=default_home()).describe()}")
     print_table(results)
 
 

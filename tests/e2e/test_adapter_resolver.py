@@ -28,13 +28,17 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def resolver_engine(
-    model_dir: Path, registry_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    model_dir: Path,
+    ragdock_home: Path,
+    registry_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EngineProcess]:
     spec = EngineLaunchSpec(
         model_dir=model_dir,
         served_model_name="gemma",
         log_file=tmp_path_factory.mktemp("resolver-engine") / "engine.log",
         port=free_port(),
+        dtype_cache=ragdock_home,
     )
     previous = {k: os.environ.get(k) for k in ("VLLM_PLUGINS", "VLLM_LORA_RESOLVER_CACHE_DIR")}
     os.environ["VLLM_PLUGINS"] = "lora_filesystem_resolver"

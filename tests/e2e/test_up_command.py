@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ragdock.compute_dtype import choose_dtype
 from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
@@ -43,6 +44,9 @@ def test_up_serves_then_ctrl_c_stops_everything(ragdock_home: Path, model_dir: P
         assert "first answer through the gateway" in text, text[-3000:]
         assert "France" in output[-1]
         assert f"http://127.0.0.1:{port}" in text
+        # The start banner names the dtype 'auto' resolved to here, with the probe's figures.
+        expected = choose_dtype("auto", home=ragdock_home).dtype
+        assert f"engine dtype: {expected} (auto: matmul" in text, text[-3000:]
         assert "curl" in text and "from openai import OpenAI" in text
         # Then the demo: the shipped grounded-answering adapter (adapters/demo/grounded, made by
         # scripts/flagship.sh) answers the covered question from its sources, citing one, and
