@@ -142,14 +142,21 @@ class MiniLMEmbedder:
         """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._load_model().encode(
-            list(texts),
-            batch_size=self._batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
+        vectors = np.asarray(
+            self._load_model().encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=False,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
         )
-        return np.asarray(vectors, dtype=np.float32)  # bf16 outputs come back as float32
+        # Normalized here in fp32: in a bf16 model the norm itself is rounded (off by ~2e-3),
+        # and cosine scores and the retrieval gate assume exact unit length.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        normalized: FloatMatrix = vectors / np.maximum(norms, 1e-12)
+        return normalized
 
     def embed_query(self, text: str) -> FloatMatrix:
         """Embed one query as a unit vector of shape (384,)."""
