@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -248,11 +249,11 @@ def _gpu_dtype() -> ComputeDtype:
 
 
 def _torch_version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("torch")
-    except Exception:
+    except PackageNotFoundError:
         return "none"
 
 
@@ -283,6 +284,7 @@ def _write_cache(path: Path, cpu: CpuIdentity, probe: MatmulProbe) -> None:
     # another probe later.
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # One temporary file per writer, so two threads of one process never share it either.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(entries, indent=2) + "\n")
         os.replace(tmp, path)

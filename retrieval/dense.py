@@ -61,9 +61,9 @@ class MiniLMEmbedder:
         batch_size: passages per forward pass (64 measured best on 2 cores).
         device: torch device.
         dtype: 'auto' (bf16 where this machine computes it fast, else fp32; see
-            `ragdock.compute_dtype`), 'bfloat16' or 'float32'. Measured on an AVX512_BF16
-            EPYC (1 thread, 128 passages of ~100 words): bf16 embedded 1.9x as many passages per
-            second as fp32, and its vectors kept a cosine of at least 0.998 with fp32's.
+            `ragdock.compute_dtype`), 'bfloat16' or 'float32'. On an AVX512_BF16 EPYC (1
+            thread, 128 passages of ~100 words) bf16 took 0.56x the fp32 time, and its vectors
+            kept a cosine of at least 0.9999 with fp32's (`python -m eval.perf.dtype_speed`).
         dtype_cache: where the dtype probe's answer is cached (RAGDOCK_HOME); None: not cached.
         threads: torch intra-op threads, set when the model loads (process-wide), or None
             to keep torch's default. Default 1: the gateway shares the cores with vLLM, and
