@@ -87,6 +87,15 @@ def build_raft_command(
         "gemma-3-270m", help="Model whose tokenizer measures length ('' to skip the check)."
     ),
     max_tokens: int = typer.Option(1024, help="Drop distractors until an example fits."),
+    train_turns: int = typer.Option(
+        1, help="Question/answer turns per train example over one set of sources (1 = single)."
+    ),
+    replay_every: int = typer.Option(
+        0, help="One plain-text replay record per this many train examples (0 = none)."
+    ),
+    train_p_keep_unanswerable: float | None = typer.Option(
+        None, help="p-keep-unanswerable for the train split only (default: the same)."
+    ),
     seed: int = typer.Option(0, help="Seeds the split, distractors, positions, subsets."),
 ) -> None:
     """Build RAFT grounded-answering chat data, split by article."""
@@ -105,6 +114,9 @@ def build_raft_command(
         max_tokens=max_tokens if model else None,
         abstention_message=DEFAULT_ABSTENTION_MESSAGE,
         seed=seed,
+        train_turns=train_turns,
+        replay_every=replay_every,
+        train_p_keep_unanswerable=train_p_keep_unanswerable,
     )
     tokenizer = None
     if model:

@@ -162,3 +162,98 @@ def test_build_raft_cli_prints_counts_per_split_and_kind(tmp_path: Path) -> None
     build = json.loads((tmp_path / "out" / "raft_build.json").read_text())
     assert sum(build["counts"]["train"].values()) == 5
     assert len(build["source_sha256"]) == 64
+
+
+def test_multi_turn_train_examples_ask_a_paragraphs_questions_over_one_set_of_sources(
+    tmp_path: Path,
+) -> None:
+    squad_path = write_squad(tmp_path)
+    one = RaftOptions(max_tokens=None, seed=3, p_remove_oracle=0.3)
+    single = build_raft(squad_path, tmp_path / "one", one)
+    options = RaftOptions(**{**one.__dict__, "train_turns": 4, "replay_every": 2})
+    multi = build_raft(squad_path, tmp_path / "multi", options)
+    # Validation and the frozen holdout are untouched: the eval's questions stay the same bytes.
+    assert multi.files["holdout"] == single.files["holdout"]
+    assert multi.files["validation"] == single.files["validation"]
+
+    squad = synthetic_squad()
+    by_id = {
+        qa["id"]: (par["context"], qa)
+        for art in squad["data"]
+        for par in art["paragraphs"]
+        for qa in par["qas"]
+    }
+    records = read(tmp_path / "multi" / "train.jsonl")
+    chats = [r for r in records if "messages" in r]
+    replays = [r for r in records if "prompt" in r]
+    asked = []
+    for record in chats:
+        messages, meta = record["messages"], record["metadata"]
+        ids = meta["id"].split("+")
+        asked += ids
+        assert [m["role"] for m in messages] == ["system", "user", "assistant"] * 1 + [
+            "user",
+            "assistant",
+        ] * (len(ids) - 1)
+        assert messages[1]["content"].startswith("Sources:\n")
+        assert all(m["content"].startswith("Question: ") for m in messages[3::2])
+        replies = [m["content"] for m in messages[2::2]]
+        context = by_id[ids[0]][0]
+        for qid, reply, kind in zip(ids, replies, meta["turn_kinds"], strict=True):
+            paragraph, qa = by_id[qid]
+            assert paragraph == context  # one paragraph's questions per record
+            if kind == "answerable":
+                assert reply == f"{qa['answers'][0]['text']} [{meta['oracle_source']}]"
+            else:
+                assert reply == DEFAULT_ABSTENTION_MESSAGE
+        # Without the oracle every question of the record is unanswerable from its sources.
+        removed = meta["kind"] == "multi_turn_oracle_removed"
+        assert removed == (meta["oracle_source"] is None)
+        if removed:
+            assert set(replies) == {DEFAULT_ABSTENTION_MESSAGE}
+            assert "answerable" not in meta["turn_kinds"]
+    # Every train question is asked once, answerable and impossible alike.
+    train_articles = set(multi.articles["train"])
+    expected = {
+        qa["id"]
+        for art in squad["data"]
+        if art["title"] in train_articles
+        for par in art["paragraphs"]
+        for qa in par["qas"]
+    }
+    assert sorted(asked) == sorted(expected)
+    # Replay: one plain-text record per 2 chat records, the next paragraph of a train article.
+    assert len(replays) == len(chats) // 2
+    paragraphs = {
+        par["context"]
+        for art in squad["data"]
+        if art["title"] in train_articles
+        for par in art["paragraphs"]
+    }
+    assert all(r["completion"].strip() in paragraphs for r in replays)
+    assert len({r["completion"] for r in replays}) == len(replays)  # never the same target twice
+    assert multi.counts["train"]["replay"] == len(replays)
+    assert len(read_examples(tmp_path / "multi" / "train.jsonl")) == len(records)
+
+
+def test_turns_that_do_not_fit_move_to_another_record_and_every_turn_is_trained(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    from training.render import stop_token_ids, tokenize_chat
+
+    options = RaftOptions(distractors=3, max_tokens=260, seed=1, train_turns=8)
+    report = build_raft(write_squad(tmp_path), tmp_path / "out", options, tokenizer)
+    records = read(tmp_path / "out" / "train.jsonl")
+    assert sum(len(r["metadata"]["id"].split("+")) for r in records) == 16  # none dropped
+    examples = read_examples(tmp_path / "out" / "train.jsonl")
+    stops = stop_token_ids(tokenizer)
+    for record, example in zip(records, examples, strict=True):
+        ids = tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=False)
+        assert len(ids) <= 260
+        item = tokenize_chat(example, tokenizer, stops)
+        # Every assistant turn is labelled, and only assistant turns: their text round-trips.
+        trained = tokenizer.decode([t for t in item.labels if t != -100])
+        for message in record["messages"][2::2]:
+            assert message["content"] in trained
+        assert "Question:" not in trained
+    assert report.counts["train"]["unanswerable"] == 8
