@@ -139,6 +139,19 @@ class Settings(BaseSettings):
         "dense cosine similarity is below this (per collection: rag_collection_min_scores).",
     )
     rag_collection_min_scores: dict[str, float] = Field(default_factory=dict)
+    rag_collection_min_answerability: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per collection: answer only when the calibrated answerability score is at "
+        "least this, instead of the adapter's calibrated threshold.",
+    )
+    rag_min_support: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of an answer's content words its cited sources must contain, else "
+        "the answer becomes an abstention (streams: flagged). 0 turns the check off.",
+    )
+    rag_collection_min_support: dict[str, float] = Field(default_factory=dict)
     rag_models: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="RAG switched on per model name: {model: {collection, top_k, min_score}}.",

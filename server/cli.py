@@ -244,4 +244,11 @@ def _ask_grounded(http: httpx.Client, model: str, question: str) -> None:
         f"   grounding: {grounding['status']} ({grounding['reason']}; best source similarity "
         f"{similarity}, gate {grounding['threshold']})"
     )
+    decision = grounding.get("answerability") or {}
+    if decision.get("score") is not None:
+        lines.append(
+            f"   answerability: {decision['score']:.2f} (answers at >= "
+            f"{decision['threshold']:.2f}; P(abstain) {decision['p_abstain']:.2f}, question "
+            f"coverage {decision['question_coverage']:.2f})"
+        )
     console.print("\n".join(lines))

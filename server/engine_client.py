@@ -6,7 +6,7 @@ machine every cycle spent per streamed chunk in the gateway is a cycle the engin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +90,7 @@ class EngineClient:
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
 
-    async def relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def relay(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
         """The engine's body bytes as they arrive; closing the iterator closes the connection.
 
         Closing the engine connection is what makes vLLM abort the request, so a client that

@@ -78,6 +78,13 @@ class GatewayMetrics:
             "ragdock_retrieval_top_score", "Dense similarity of the best source (gate input).",
             ["collection"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), registry=r,
         )  # fmt: skip
+        # Where calibrated scores fall against the threshold shows drift: a new corpus whose
+        # questions score lower than the validation split's abstains more than it did there.
+        self.answerability_score = Histogram(
+            "ragdock_rag_answerability_score",
+            "Calibrated probability that the sources answer the question (calibrated models).",
+            ["collection", "model"], buckets=tuple(i / 10 for i in range(1, 10)), registry=r,
+        )  # fmt: skip
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

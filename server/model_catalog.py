@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from adapters.errors import RegistryError
 from adapters.names import ModelRef
 from adapters.registry import AdapterRegistry, AdapterVersion
+from retrieval.answerability import Calibration
 from server.engine_client import EngineClient
 from server.errors import ModelNotFoundError
 from server.openai_api.protocol import ModelCard
+
+_CALIBRATIONS_KEPT = 256  # adapter versions whose calibration is kept in memory
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ModelCatalog:
         self._registry = registry
         self._default_alias = default_adapter_alias
         self._created = int(time.time())
+        self._calibrations: dict[str, Calibration | None] = {}
 
     async def resolve(self, name: str, engine: EngineClient) -> ResolvedModel:
         """Resolve a request's model name.
@@ -75,6 +79,19 @@ class ModelCatalog:
         except RegistryError:
             raise ModelNotFoundError(name) from None
         return ResolvedModel(version.ref, version)
+
+    def calibration(self, model: ResolvedModel) -> Calibration | None:
+        """The answerability calibration in an adapter version's manifest (None for the base and
+        for uncalibrated adapters). Versions never change once pushed, so it is read once."""
+        if model.adapter is None or self._registry is None:
+            return None
+        key = str(model.adapter.path)
+        if key not in self._calibrations:
+            if len(self._calibrations) >= _CALIBRATIONS_KEPT:
+                self._calibrations.pop(next(iter(self._calibrations)))
+            manifest = self._registry.manifest(model.adapter)
+            self._calibrations[key] = Calibration.from_manifest(manifest)
+        return self._calibrations[key]
 
     def cards(self) -> list[ModelCard]:
         base = ModelCard(

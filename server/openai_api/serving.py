@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from retrieval.answerability import Calibration
 from server.auth import Principal
 from server.engine_client import EngineClient, EngineReply
 from server.errors import (
@@ -33,8 +35,13 @@ from server.metrics import GatewayMetrics
 from server.model_catalog import ModelCatalog, ResolvedModel
 from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest
 from server.rag.grounding import (
+    DECISION_TOP_LOGPROBS,
+    AnswerDecision,
     abstention_completion,
     abstention_events,
+    abstention_grounding,
+    decide_answer,
+    first_token,
     grounded_conversation,
     post_check,
     question_of,
@@ -52,11 +59,19 @@ _FINAL_CHUNK_MARK = b'"choices":[]'  # the usage-only chunk; others may carry ru
 
 @dataclass(frozen=True)
 class GroundingContext:
-    """A chat request being answered over retrieved sources."""
+    """A chat request being answered over retrieved sources.
+
+    `min_answerability`: the request's or collection's threshold on the calibrated score (None:
+    the adapter's own calibrated threshold). `min_support`: see `post_check`.
+    """
 
     collection: str
     outcome: RetrievalOutcome
     messages: list[dict[str, Any]]
+    question: str
+    min_answerability: float | None
+    min_support: float
+    client_logprobs: bool
 
 
 class CompletionService:
@@ -78,6 +93,7 @@ class CompletionService:
         self._rag = rag
         self._abstention = abstention_message
         self._max_prompt_chars = max_prompt_chars
+        self._abstention_ids: dict[str, list[int]] = {}
 
     async def chat(self, request: ChatCompletionRequest, principal: Principal) -> Response:
         self._check_prompt_size(request, principal)
@@ -113,7 +129,17 @@ class CompletionService:
             # Nothing supports an answer: say so without spending the engine's time.
             return self._abstain(request, options.collection, outcome)
         conversation = grounded_conversation(messages, outcome.sources, self._abstention)
-        context = GroundingContext(options.collection, outcome, conversation)
+        context = GroundingContext(
+            collection=options.collection,
+            outcome=outcome,
+            messages=conversation,
+            question=question_of(messages),
+            min_answerability=self._rag.min_answerability(
+                options.collection, options.min_answerability
+            ),
+            min_support=self._rag.min_support(options.collection, options.min_support),
+            client_logprobs=bool(request.logprobs),
+        )
         return await self._forward("chat", CHAT_PATH, request, grounding=context)
 
     def _abstain(
@@ -124,6 +150,7 @@ class CompletionService:
             reason="retrieval_gate",
             top_score=outcome.top_score,
             threshold=outcome.threshold,
+            support=None,
         )
         self._metrics.rag_answers.labels(collection, "abstained", "retrieval_gate").inc()
         self._metrics.requests.labels("chat", "_abstained", "200").inc()
@@ -187,6 +214,10 @@ class CompletionService:
             payload["model"] = label
             if grounding is not None:
                 payload["messages"] = grounding.messages
+                # The answer-or-abstain decision reads the first token's alternatives.
+                payload["logprobs"] = True
+                asked = payload.get("top_logprobs") or 0
+                payload["top_logprobs"] = max(asked, DECISION_TOP_LOGPROBS)
             client_wants_usage = bool(
                 request.stream_options and request.stream_options.include_usage
             )
@@ -202,7 +233,8 @@ class CompletionService:
                     return _engine_error(status, reply.content)
                 self._count_usage(label, reply.content)
                 if grounding is not None:
-                    return JSONResponse(self._ground_answer(reply.content, grounding))
+                    answer = await self._ground_answer(reply.content, payload, grounding, model)
+                    return JSONResponse(answer)
                 return Response(reply.content, media_type=reply.content_type)
 
             upstream = await self._open_with_reload(path, body, model)
@@ -214,7 +246,7 @@ class CompletionService:
             handed_to_stream = True
             if grounding is not None:
                 events = self._relay_grounded(
-                    upstream, route, label, model, started, client_wants_usage, grounding
+                    upstream, route, label, model, started, client_wants_usage, grounding, payload
                 )
             else:
                 events = self._relay_events(
@@ -286,31 +318,95 @@ class CompletionService:
         started: float,
         client_wants_usage: bool,
         grounding: GroundingContext,
+        payload: dict[str, Any],
     ) -> AsyncIterator[bytes]:
-        """Relay a grounded stream event by event: sources first, the answer as it comes, then
-        the grounding verdict (which needs the whole answer) just before [DONE]."""
+        """Relay a grounded stream: sources first; nothing of the answer until its first token
+        has been judged (relay it, abstain in its place, or ask again without the abstention);
+        then the answer as it comes, and the grounding verdict (which needs the whole answer)
+        just before [DONE]. A support failure can only be flagged here: the text is already out."""
         sources = [s.model_dump() for s in grounding.outcome.sources]
         yield sse(
             {"object": "chat.completion.chunk", "model": label, "choices": [], "sources": sources}
         )
         answer: list[str] = []
-        pending = b""
+        held: list[bytes] = []
+        decision: AnswerDecision | None = None
+        events = _sse_events(self._engine.relay(upstream))
         first = True
         try:
-            async for chunk in self._engine.relay(upstream):
+            async for event in events:
                 if first:
                     self._metrics.ttft.labels(label).observe(time.perf_counter() - started)
                     first = False
-                pending += chunk
-                *events, pending = pending.split(b"\n\n")
-                for event in events:
-                    out = self._grounded_event(event, label, answer, grounding, client_wants_usage)
+                if decision is None:
+                    token = _event_first_token(event)
+                    if token is None:
+                        held.append(event)
+                        continue
+                    decision = await self._decide(token, grounding, model)
+                    if decision.action == "abstain":
+                        await events.aclose()
+                        for out in self._abstention_stream(
+                            label, decision, grounding, client_wants_usage
+                        ):
+                            yield out
+                        return
+                    if decision.action == "reask":
+                        await events.aclose()
+                        retry = await self._open_with_reload(
+                            CHAT_PATH, await self._reask_body(payload, label), model
+                        )
+                        if retry.status_code != 200:
+                            content = await retry.aread()
+                            await retry.aclose()
+                            message = f"engine error {retry.status_code}: {content[:200]!r}"
+                            yield sse_error_event(EngineUnavailableError(message, retry_after_s=1))
+                            return
+                        events = _sse_events(self._engine.relay(retry))
+                        held = []
+                        break
+                for pending in [*held, event]:
+                    out = self._grounded_event(
+                        pending, label, answer, grounding, client_wants_usage, decision
+                    )
                     if out:
                         yield out
+                held = []
+            else:
+                # The stream ended before any token (e.g. max_tokens 0): pass on what it held.
+                for pending in held:
+                    out = self._grounded_event(
+                        pending, label, answer, grounding, client_wants_usage, decision
+                    )
+                    if out:
+                        yield out
+                return
+            # Asked again: relay the second answer whole (it is never judged twice).
+            async for event in events:
+                out = self._grounded_event(
+                    event, label, answer, grounding, client_wants_usage, decision
+                )
+                if out:
+                    yield out
         except EngineUnavailableError as exc:
             yield sse_error_event(exc)
         finally:
+            await events.aclose()
             self._finish(route, label, model, 200, started)
+
+    def _abstention_stream(
+        self,
+        label: str,
+        decision: AnswerDecision,
+        grounding: GroundingContext,
+        client_wants_usage: bool,
+    ) -> list[bytes]:
+        outcome = grounding.outcome
+        verdict = abstention_grounding(decision.info, outcome.top_score, outcome.threshold)
+        self._count_verdict(grounding, verdict)
+        return abstention_events(
+            label, self._abstention, verdict, client_wants_usage, sources_sent=True
+        )
 
     def _grounded_event(
         self,
@@ -319,37 +415,142 @@ class CompletionService:
         answer: list[str],
         grounding: GroundingContext,
         client_wants_usage: bool,
+        decision: AnswerDecision | None,
     ) -> bytes:
         if not event.startswith(b"data: "):
             return event + b"\n\n" if event else b""
         if event == b"data: [DONE]":
-            verdict = self._verdict("".join(answer), grounding)
+            verdict = self._verdict("".join(answer), grounding, decision, enforce_support=False)
             return sse({"object": "chat.completion.chunk", "model": label, "choices": [],
                         "grounding": verdict.model_dump()}) + event + b"\n\n"  # fmt: skip
         data = json.loads(event[6:])
         for choice in data.get("choices") or []:
             answer.append((choice.get("delta") or {}).get("content") or "")
+            if not grounding.client_logprobs:
+                choice["logprobs"] = None
         if data.get("usage") and not data.get("choices"):
             self._record_usage(label, data["usage"])
             if not client_wants_usage:
                 return b""
-        return event + b"\n\n"
+        return sse(data) if not grounding.client_logprobs else event + b"\n\n"
 
-    def _ground_answer(self, content: bytes, grounding: GroundingContext) -> dict[str, Any]:
+    async def _ground_answer(
+        self,
+        content: bytes,
+        payload: dict[str, Any],
+        grounding: GroundingContext,
+        model: ResolvedModel,
+    ) -> dict[str, Any]:
+        """Judge a whole grounded reply: the first-token decision (which may ask the engine once
+        more), then the post-check, whose unsupported verdict replaces the answer."""
         body: dict[str, Any] = json.loads(content)
+        label = model.engine_name
+        choice = (body.get("choices") or [{}])[0]
+        token = first_token(choice.get("logprobs"))
+        decision = await self._decide(token or ("", []), grounding, model)
+        outcome = grounding.outcome
+        if decision.action == "abstain":
+            verdict = abstention_grounding(decision.info, outcome.top_score, outcome.threshold)
+            self._count_verdict(grounding, verdict)
+            reply = abstention_completion(label, self._abstention, verdict)
+            reply["usage"] = body.get("usage") or reply["usage"]
+            reply["sources"] = [s.model_dump() for s in outcome.sources]
+            return reply
+        if decision.action == "reask":
+            retry = await self._post_with_reload(
+                CHAT_PATH, await self._reask_body(payload, label), model
+            )
+            if retry.status_code == 200:
+                self._count_usage(label, retry.content)
+                body = json.loads(retry.content)
         choices = body.get("choices") or [{}]
-        answer = (choices[0].get("message") or {}).get("content") or ""
-        body["sources"] = [s.model_dump() for s in grounding.outcome.sources]
-        body["grounding"] = self._verdict(answer, grounding).model_dump()
+        message = choices[0].get("message") or {}
+        verdict = self._verdict(message.get("content") or "", grounding, decision)
+        if verdict.status == "abstained" and verdict.reason == "unsupported":
+            message["content"] = self._abstention
+        if not grounding.client_logprobs:
+            for item in choices:
+                item["logprobs"] = None
+        body["sources"] = [s.model_dump() for s in outcome.sources]
+        body["grounding"] = verdict.model_dump()
         return body
 
-    def _verdict(self, answer: str, grounding: GroundingContext) -> Grounding:
+    async def _decide(
+        self, token: tuple[str, list[dict[str, Any]]], grounding: GroundingContext,
+        model: ResolvedModel,
+    ) -> AnswerDecision:  # fmt: skip
+        calibration: Calibration | None = await run_in_threadpool(self._catalog.calibration, model)
+        threshold = grounding.min_answerability
+        if threshold is None and calibration is not None:
+            threshold = calibration.threshold
+        decision = decide_answer(
+            token[0],
+            token[1],
+            question=grounding.question,
+            sources=grounding.outcome.sources,
+            top_score=grounding.outcome.top_score,
+            calibration=calibration,
+            threshold=threshold,
+            abstention_message=self._abstention,
+        )
+        if decision.info.score is not None:
+            self._metrics.answerability_score.labels(
+                grounding.collection, model.engine_name
+            ).observe(decision.info.score)
+        if decision.action == "reask":
+            info = decision.info.model_copy(update={"reasked": True})
+            decision = AnswerDecision(decision.action, info)
+        return decision
+
+    async def _reask_body(self, payload: dict[str, Any], label: str) -> bytes:
+        """The same request with the abstention's first token banned, so the model answers."""
+        bias = dict(payload.get("logit_bias") or {})
+        for token_id in await self._abstention_token_ids(label):
+            bias[str(token_id)] = -100
+        return json.dumps({**payload, "logit_bias": bias}).encode()
+
+    async def _abstention_token_ids(self, label: str) -> list[int]:
+        """The ids the abstention message can begin with (with and without a leading space),
+        from the engine's own tokenizer; asked once per engine model name."""
+        cached = self._abstention_ids.get(label)
+        if cached is not None:
+            return cached
+        ids: set[int] = set()
+        for text in (self._abstention, " " + self._abstention):
+            request = {"model": label, "prompt": text, "add_special_tokens": False}
+            reply = await self._engine.post("/tokenize", json.dumps(request).encode())
+            if reply.status_code == 200:
+                tokens = json.loads(reply.content).get("tokens") or []
+                if tokens:
+                    ids.add(int(tokens[0]))
+        if ids:
+            self._abstention_ids[label] = sorted(ids)
+        return sorted(ids)
+
+    def _verdict(
+        self,
+        answer: str,
+        grounding: GroundingContext,
+        decision: AnswerDecision | None,
+        *,
+        enforce_support: bool = True,
+    ) -> Grounding:
         outcome = grounding.outcome
         verdict = post_check(
-            answer, len(outcome.sources), self._abstention, outcome.top_score, outcome.threshold
+            answer,
+            outcome.sources,
+            self._abstention,
+            outcome.top_score,
+            outcome.threshold,
+            min_support=grounding.min_support,
+            enforce_support=enforce_support,
+            answerability=decision.info if decision is not None else None,
         )
-        self._metrics.rag_answers.labels(grounding.collection, verdict.status, verdict.reason).inc()
+        self._count_verdict(grounding, verdict)
         return verdict
+
+    def _count_verdict(self, grounding: GroundingContext, verdict: Grounding) -> None:
+        self._metrics.rag_answers.labels(grounding.collection, verdict.status, verdict.reason).inc()
 
     def _take_usage(self, label: str, chunk: bytes, *, keep: bool) -> bytes:
         """Count the usage event's tokens; drop the event unless the client asked for usage."""
@@ -405,6 +606,37 @@ def prompt_chars(request: ChatCompletionRequest | CompletionRequest) -> tuple[in
     if isinstance(prompt, str):
         return len(prompt), "prompt"
     return sum(len(p) for p in prompt if isinstance(p, str)), "prompt"
+
+
+async def _sse_events(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    """Whole server-sent events (without their blank-line separator) from raw body chunks.
+    Closing this closes `chunks`, and with it the engine connection."""
+    pending = b""
+    try:
+        async for chunk in chunks:
+            pending += chunk
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                yield event
+        if pending.strip():
+            yield pending
+    finally:
+        await chunks.aclose()
+
+
+def _event_first_token(event: bytes) -> tuple[str, list[dict[str, Any]]] | None:
+    """The first token of a stream event that carries one (role-only chunks carry none)."""
+    if not event.startswith(b"data: ") or event == b"data: [DONE]":
+        return None
+    try:
+        data = json.loads(event[6:])
+    except ValueError:
+        return None
+    for choice in data.get("choices") or []:
+        found = first_token(choice.get("logprobs"))
+        if found is not None:
+            return found
+    return None
 
 
 async def _iterate(items: list[bytes]) -> AsyncIterator[bytes]:

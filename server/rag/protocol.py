@@ -32,6 +32,20 @@ class RagOptions(BaseModel):
     min_score: StrictFloat | StrictInt | None = Field(
         None, description="Retrieval gate threshold on dense cosine similarity, for this request."
     )
+    min_answerability: StrictFloat | StrictInt | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Answer only when the calibrated answerability score is at least this "
+        "(default: the adapter's calibrated threshold, or the collection's setting).",
+    )
+    min_support: StrictFloat | StrictInt | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of the answer's content words its cited sources must contain; below "
+        "it the answer becomes an abstention (streams are flagged instead). 0 turns it off.",
+    )
 
 
 class Source(BaseModel):
@@ -47,15 +61,49 @@ class Source(BaseModel):
     updated_at: str
 
 
+class Answerability(BaseModel):
+    """The answer-or-abstain decision: its signals, the calibrated score and the threshold."""
+
+    score: float | None = Field(
+        default=None, description="Calibrated probability that the sources answer the question "
+        "(null when the model has no calibration: then the model's own choice stands)."
+    )  # fmt: skip
+    threshold: float | None = None
+    decision: Literal["model", "answer", "abstain"] = Field(
+        description="model: the model's own choice; answer / abstain: the score's."
+    )
+    reasked: bool = Field(
+        default=False, description="The model began to abstain and was asked again to answer."
+    )
+    p_abstain: float = Field(description="Probability of the abstention's first token.")
+    question_coverage: float = Field(
+        description="Share of the question's content words in the best-covering source."
+    )
+
+
+class Support(BaseModel):
+    """How much of the answer the cited sources contain."""
+
+    supported: bool
+    overlap: float = Field(description="Share of the answer's content words in cited sources.")
+    verbatim: bool = Field(description="The whole answer occurs in a cited source.")
+    min_support: float
+
+
 class Grounding(BaseModel):
     status: Literal["answered", "abstained"]
     reason: str = Field(
-        description="retrieval_gate | model_abstained | cited | no_citation | invalid_citation"
+        description="retrieval_gate | model_abstained | low_answerability | unsupported | cited "
+        "| no_citation | invalid_citation"
     )
     top_score: float | None = Field(None, description="Best source's dense cosine similarity.")
     threshold: float | None = None
     citations: list[int] = Field(default_factory=list)
     invalid_citations: list[int] = Field(default_factory=list)
+    answerability: Answerability | None = None
+    support: Support | None = Field(
+        default=None, description="Support check of an answer (streams: flagged, not withdrawn)."
+    )
 
 
 class RetrieveRequest(BaseModel):

@@ -42,6 +42,9 @@ class RagService:
         default_top_k: int,
         default_min_score: float,
         collection_min_scores: dict[str, float],
+        collection_min_answerability: dict[str, float] | None = None,
+        default_min_support: float = 0.0,
+        collection_min_support: dict[str, float] | None = None,
         model_defaults: dict[str, dict[str, Any]],
         metrics: GatewayMetrics,
         retry_after_s: int,
@@ -50,6 +53,9 @@ class RagService:
         self._top_k = default_top_k
         self._min_score = default_min_score
         self._collection_min_scores = collection_min_scores
+        self._collection_min_answerability = collection_min_answerability or {}
+        self._min_support = default_min_support
+        self._collection_min_support = collection_min_support or {}
         self._model_defaults = model_defaults
         self._metrics = metrics
         self._retry_after_s = retry_after_s
@@ -77,6 +83,18 @@ class RagService:
         if override is not None:
             return float(override)
         return self._collection_min_scores.get(collection, self._min_score)
+
+    def min_answerability(self, collection: str, override: float | None) -> float | None:
+        """The request's threshold on the answerability score, else the collection's, else None
+        (the served adapter's calibrated threshold applies)."""
+        if override is not None:
+            return float(override)
+        return self._collection_min_answerability.get(collection)
+
+    def min_support(self, collection: str, override: float | None) -> float:
+        if override is not None:
+            return float(override)
+        return self._collection_min_support.get(collection, self._min_support)
 
     async def retrieve(
         self,
