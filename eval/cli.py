@@ -160,6 +160,84 @@ def _attach(report: dict[str, Any], url: str, console: Any) -> None:
     console.print(f"attached to {record['name']}@{record['version']} in the registry")
 
 
+@app.command("calibrate")
+def calibrate_command(
+    adapter_dir: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="The trained adapter (its manifest is updated)."
+    ),
+    candidate: str = typer.Option(
+        ..., help="The same adapter as pushed to the gateway, e.g. grounded@latest."
+    ),
+    raft: Path = typer.Option(
+        Path("runs/raft-squad2"), help="RAFT build folder (its validation articles are used)."
+    ),
+    corpus: Path = typer.Option(..., exists=True, help="SQuAD-format file RAFT was built from."),
+    target_hallucination: float = typer.Option(
+        0.08, min=0.0, max=1.0, help="Share of unanswerable questions it may answer."
+    ),
+    top_k: int = typer.Option(4, min=1, max=50, help="Sources per question, as served."),
+    max_tokens: int = typer.Option(48, min=1, help="Longest answer."),
+    concurrency: int = typer.Option(4, min=1, help="Requests in flight."),
+    gateway: str | None = typer.Option(None, help="Gateway URL (default RAGDOCK_GATEWAY_URL)."),
+) -> None:
+    """Fit when the adapter answers: AUROC of each signal, a combined score and the threshold
+    for a target hallucination rate, written into the adapter's manifest (push it again)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from eval.calibrate import CURVE_PNG, calibrate
+    from eval.gateway import EvalGateway, GatewayError
+
+    console = Console()
+    url = gateway or os.environ.get("RAGDOCK_GATEWAY_URL") or "http://127.0.0.1:8000"
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+
+        def progress(label: str, total: int) -> Callable[[], None]:
+            task_id = bar.add_task(label, total=total)
+            return lambda: bar.advance(task_id)
+
+        async def run() -> dict[str, Any]:
+            async with EvalGateway(url, os.environ.get("RAGDOCK_API_KEY")) as client:
+                return await calibrate(
+                    client,
+                    model=candidate,
+                    raft_dir=raft,
+                    corpus=corpus,
+                    adapter_dir=adapter_dir,
+                    target_hallucination=target_hallucination,
+                    top_k=top_k,
+                    max_tokens=max_tokens,
+                    concurrency=concurrency,
+                    progress=progress,
+                )
+
+        try:
+            block = asyncio.run(run())
+        except (GatewayError, ValueError, FileNotFoundError, KeyError) as exc:
+            console.print(f"[red]cannot calibrate: {exc}[/]")
+            raise typer.Exit(2) from exc
+    validation = block["validation"]
+    table = Table("signal", "AUROC (answerable vs not)", "questions", title="answerability signals")
+    for name, item in validation["signals"].items():
+        value = "n/a" if item["auroc"] is None else f"{item['auroc']:.3f}"
+        table.add_row(name, value, str(item["n"]))
+    table.add_row("combined (5-fold CV)", f"{validation['combined_auroc_cv']:.3f}",
+                  str(validation["questions"]))  # fmt: skip
+    console.print(table)
+    at = validation["at_threshold"]
+    alone = validation["model_alone"]
+    console.print(
+        f"threshold {block['threshold']:.3f} for hallucination <= {block['target_hallucination']}:"
+        f" validation hallucination {at['hallucination']:.3f}, false abstention "
+        f"{at['false_abstention']:.3f} (the model alone: {alone['hallucination']:.3f} / "
+        f"{alone['false_abstention']:.3f})"
+    )
+    console.print(f"written to {adapter_dir}/manifest.json; curve: {adapter_dir}/{CURVE_PNG}")
+
+
 @app.command("retrieval")
 def retrieval_command(
     beir: Path = typer.Option(..., "--beir", help="BEIR folder, read in place."),

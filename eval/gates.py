@@ -1,7 +1,8 @@
 """Promotion gates: rules over an eval report, each with a verdict that explains itself.
 
 A rule reads one metric of one task, written `TASK.METRIC`, and compares either
-- the candidate's own value with a threshold (`grounding.hallucination <= 0.10`), or
+- the candidate's own value with a threshold (`grounding.hallucination <= 0.10`; with `bound:
+  lower` the lower end of its own bootstrap interval, `grounding.crag_score > 0`), or
 - the candidate's paired delta against the base or the previous version with a margin
   (`grounding.crag_score >= previous + 0.00`), using one end of the bootstrap interval
   (`bound: lower` demands the improvement hold at the interval's lower end, so noise cannot pass).
@@ -88,6 +89,11 @@ def _observed(rule: Rule, report: dict[str, Any]) -> tuple[float | None, str]:
         mid = interval["delta"]
     elif metric in task.get("relative", {}):
         interval = task["relative"][metric]
+        mid = interval["value"]
+    elif rule.bound != "point":
+        interval = task.get("intervals", {}).get(metric)
+        if interval is None:
+            return None, f"no interval for {metric!r} in task {task_name!r}"
         mid = interval["value"]
     else:
         for role in ("candidate", "system"):

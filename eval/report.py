@@ -79,6 +79,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "|---|---|---|",
             ]
             lines += [f"| {m} | {_interval(iv)} | {iv['n']} |" for m, iv in sorted(deltas.items())]
+        if task.get("intervals"):
+            lines += ["", "Candidate's own values [95% bootstrap interval]:", "",
+                      "| metric | value [interval] | n |", "|---|---|---|"]  # fmt: skip
+            own = sorted(task["intervals"].items())
+            lines += [f"| {m} | {_interval(iv)} | {iv['n']} |" for m, iv in own]
         if task.get("relative"):
             lines += [
                 "",
@@ -93,9 +98,85 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", "Where the candidate fails (first 8):", ""]
             for failure in task["failures"][:8]:
                 lines.append(_failure_line(failure))
+    lines += render_answerability(report)
     if report.get("gate"):
         lines += ["", render_gate_markdown(report["gate"])]
     return "\n".join(lines) + "\n"
+
+
+def _answerability_sets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Signal summaries by question set: the calibration's validation split and, for every
+    grounding task, the candidate's questions there."""
+    sets: dict[str, dict[str, Any]] = {}
+    if report.get("calibration"):
+        sets["validation (calibration)"] = report["calibration"].get("validation") or {}
+    for name, task in report["tasks"].items():
+        found = ((task.get("data") or {}).get("answerability") or {}).get("candidate")
+        if found:
+            sets[f"{name} (candidate)"] = found
+    return sets
+
+
+def render_answerability(report: dict[str, Any]) -> list[str]:
+    """AUROC of each answerability signal per question set, and the calibrated operating point."""
+    sets = _answerability_sets(report)
+    if not sets:
+        return []
+    names = sorted({s for data in sets.values() for s in data.get("signals", {})})
+    lines = ["", "## Answerability (answer or abstain)", ""]
+    lines.append("AUROC of each signal, answerable vs unanswerable (0.5 = chance):")
+    lines += ["", "| signal | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    for name in names:
+        cells = []
+        for data in sets.values():
+            item = data.get("signals", {}).get(name) or {}
+            value = item.get("auroc")
+            cells.append("n/a" if value is None else f"{value:.3f} (n={item.get('n')})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    combined = []
+    for data in sets.values():
+        value = data.get("combined_auroc_cv", data.get("score_auroc"))
+        combined.append("n/a" if value is None else f"{value:.3f}")
+    lines.append("| calibrated score | " + " | ".join(combined) + " |")
+    calibration = report.get("calibration")
+    if calibration:
+        at = (calibration.get("validation") or {}).get("at_threshold") or {}
+        lines += [
+            "",
+            f"Threshold {calibration['threshold']:.3f} on the calibrated score (target "
+            f"hallucination {calibration['target_hallucination']}): on validation, hallucination "
+            f"{at.get('hallucination', float('nan')):.3f} and false abstention "
+            f"{at.get('false_abstention', float('nan')):.3f}. Features "
+            f"{', '.join(calibration['features'])}; the curve is `answerability.png`.",
+        ]
+    for label, data in sets.items():
+        if "at_threshold" in data and "threshold" in data:
+            at = data["at_threshold"]
+            lines.append(
+                f"- {label}: at threshold {data['threshold']:.3f} the score alone gives "
+                f"hallucination {at['hallucination']:.3f}, false abstention "
+                f"{at['false_abstention']:.3f} (before the support check)."
+            )
+    return lines
+
+
+def plot_answerability(report: dict[str, Any], out_dir: Path) -> Path | None:
+    """`answerability.png`: hallucination vs false abstention as the threshold moves, per
+    question set, with the calibrated threshold marked (None when nothing was scored)."""
+    from eval.answerability import plot_tradeoff
+
+    curves, chosen = {}, {}
+    for label, data in _answerability_sets(report).items():
+        if not data.get("curve"):
+            continue
+        curves[label] = data["curve"]
+        threshold = data.get("threshold", (report.get("calibration") or {}).get("threshold"))
+        if data.get("at_threshold") and threshold is not None:
+            chosen[label] = {"threshold": threshold, **data["at_threshold"]}
+    if not curves:
+        return None
+    title = f"answerability: {report['models'].get('candidate')}"
+    return plot_tradeoff(curves, chosen, out_dir / "answerability.png", title)
 
 
 def _failure_line(failure: dict[str, Any]) -> str:

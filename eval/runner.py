@@ -111,6 +111,26 @@ def add_deltas(result: TaskResult, suite: Suite) -> dict[str, dict[str, dict[str
     return deltas
 
 
+def add_intervals(result: TaskResult, suite: Suite) -> dict[str, dict[str, Any]]:
+    """The candidate's own value of each per-example metric with its bootstrap interval (what a
+    rule like `crag_score >= 0.25` with `bound: lower` reads)."""
+    intervals: dict[str, dict[str, Any]] = {}
+    for metric, values in (result.per_example.get("candidate") or {}).items():
+        if not any(v is not None for v in values):
+            continue
+        # Against a reference of zeros the paired delta is the candidate's own mean.
+        interval = paired_bootstrap(
+            values,
+            [0.0] * len(values),
+            resamples=suite.bootstrap.resamples,
+            level=suite.bootstrap.level,
+            seed=suite.seed,
+        ).as_json()
+        interval["value"] = interval.pop("delta")
+        intervals[metric] = interval
+    return intervals
+
+
 def _rounded(value: Any) -> Any:
     """Floats to 6 places, so the report's bytes do not depend on summation noise."""
     if isinstance(value, float):
@@ -187,6 +207,11 @@ def build_report(run: SuiteRun, suite: Suite, suite_path: Path, gateway_url: str
         "tasks": {},
         "run": {"started_at": run.started_at, "gateway": gateway_url, "wall_s": run.wall_s},
     }
+    calibration = (run.record.get("manifest") or {}).get("calibration")
+    if calibration:
+        # The candidate's own calibration (fitted on its validation split), shown beside what
+        # its score did on this suite's questions.
+        report["calibration"] = _rounded(calibration)
     for result in run.results:
         report["tasks"][result.name] = _rounded(
             {
@@ -194,6 +219,7 @@ def build_report(run: SuiteRun, suite: Suite, suite_path: Path, gateway_url: str
                 "data": result.data,
                 "metrics": result.metrics,
                 "deltas": add_deltas(result, suite),
+                "intervals": add_intervals(result, suite),
                 "relative": result.relative,
                 "failures": result.failures,
                 "notes": result.notes,
@@ -216,6 +242,7 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
     report_io.write_json(report, out_dir)
     (out_dir / report_io.REPORT_MD).write_text(report_io.render_markdown(report), encoding="utf-8")
     report_io.plot_charts(report, out_dir)
+    report_io.plot_answerability(report, out_dir)
 
 
 __all__ = ["GatewayError", "HoldoutMismatchError", "build_report", "run_tasks", "write_outputs"]

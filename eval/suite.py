@@ -98,6 +98,15 @@ class GroundingTask(_Strict):
         "(an answer containing a reference also counts).",
     )
     max_tokens: int = Field(64, ge=1, le=2048)
+    min_answerability: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Sent as rag.min_answerability (default: the adapter's calibrated threshold).",
+    )
+    min_support: float | None = Field(
+        None, ge=0, le=1, description="Sent as rag.min_support (default: the gateway's setting)."
+    )
 
 
 class ForgettingTask(_Strict):

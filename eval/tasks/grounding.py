@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from eval.answerability import auroc, rates_at, signal_aurocs, tradeoff_curve
 from eval.gateway import EvalGateway, GatewayError, bounded_map
 from eval.metrics.grounding import GroundingOutcome, grounding_metrics, per_example_scores
 from eval.metrics.text import contains_answer, exact_match, normalize_answer, token_f1
@@ -123,6 +124,9 @@ async def run_grounding(task: GroundingTask, ctx: TaskContext) -> TaskResult:
     rag: dict[str, Any] = {"collection": task.collection}
     if task.top_k:
         rag["top_k"] = task.top_k
+    for option in ("min_answerability", "min_support"):
+        if getattr(task, option) is not None:
+            rag[option] = getattr(task, option)
     for role, model in ctx.models.items():
         tick = ctx.progress(f"{task.name}: {role} ({model})", len(sample))
 
@@ -155,6 +159,7 @@ async def run_grounding(task: GroundingTask, ctx: TaskContext) -> TaskResult:
             "exact_match": [p["exact_match"] for p in mine],
             "token_f1": [p["token_f1"] for p in mine],
         }
+        result.data.setdefault("answerability", {})[role] = answerability_summary(mine)
     result.failures = [
         p
         for p in result.predictions
@@ -196,8 +201,51 @@ def _score(
         "evidence_in_sources": evidence,
         "exact_match": exact_match(answer, answers) if answers else None,
         "token_f1": f1 if answers else None,
+        **_decision_record(reply["grounding"]),
     }
     return GroundingOutcome(answerable=bool(answers), abstained=abstained, correct=correct), record
+
+
+def _decision_record(grounding: dict[str, Any]) -> dict[str, Any]:
+    """What the gateway's answer-or-abstain decision saw (absent for retrieval-gate abstentions)."""
+    info = grounding.get("answerability") or {}
+    support = grounding.get("support") or {}
+    return {
+        "p_abstain": info.get("p_abstain"),
+        "question_coverage": info.get("question_coverage"),
+        "answerability_score": info.get("score"),
+        "answerability_threshold": info.get("threshold"),
+        "reasked": bool(info.get("reasked")),
+        "support_overlap": support.get("overlap"),
+        "supported": support.get("supported"),
+    }
+
+
+def answerability_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well each signal separates answerable from unanswerable questions on this set, and
+    (for a calibrated model) the trade-off its score offers as the threshold moves."""
+    rows = [
+        {
+            "answerable": bool(r["answers"]),
+            "p_abstain": r["p_abstain"],
+            "question_coverage": r["question_coverage"],
+            "top_score": r["top_score"],
+            "support_overlap": r["support_overlap"],
+        }
+        for r in records
+        if r.get("p_abstain") is not None
+    ]
+    summary: dict[str, Any] = {"questions": len(rows), "signals": signal_aurocs(rows)}
+    scored = [r for r in records if r.get("answerability_score") is not None]
+    if scored:
+        labels = [bool(r["answers"]) for r in scored]
+        scores = [float(r["answerability_score"]) for r in scored]
+        threshold = float(scored[0]["answerability_threshold"])
+        summary["score_auroc"] = auroc(labels, scores)
+        summary["threshold"] = threshold
+        summary["at_threshold"] = rates_at(labels, scores, threshold)
+        summary["curve"] = tradeoff_curve(labels, scores)
+    return summary
 
 
 def _answer_quality(records: list[dict[str, Any]]) -> dict[str, float]:

@@ -259,3 +259,114 @@ def test_a_holdout_other_than_the_training_one_is_refused(
     assert run.returncode == 2
     assert "holdout mismatch" in run.stdout.replace("\n", " ")
     assert not (workspace["root"] / "report-changed" / "report.json").exists()
+
+
+def calibration_corpus(root: Path) -> tuple[Path, Path]:
+    """A SQuAD-format file whose validation article has 12 answerable and 12 impossible
+    questions (calibration needs 10 of each), and the RAFT build record that names it."""
+    paragraphs = []
+    for p in range(12):
+        city, river = f"Calton{p}", f"Rhyne{p}"
+        context = f"The river {river} flows through {city}, a market town founded in {1200 + p}."
+        paragraphs.append(
+            {
+                "context": context,
+                "qas": [
+                    {
+                        "id": f"cal{p}a",
+                        "question": f"Which town does the river {river} flow through?",
+                        "is_impossible": False,
+                        "answers": [{"text": city, "answer_start": context.index(city)}],
+                    },
+                    {
+                        "id": f"cal{p}u",
+                        "question": f"Which king granted {city} its royal charter?",
+                        "is_impossible": True,
+                        "answers": [],
+                    },
+                ],
+            }
+        )
+    corpus = root / "calibration-squad.json"
+    corpus.write_text(json.dumps({"data": [{"title": "Calton_rivers", "paragraphs": paragraphs}]}))
+    raft = root / "calibration-raft"
+    raft.mkdir(exist_ok=True)
+    articles = {"train": [], "validation": ["Calton_rivers"], "holdout": []}
+    (raft / "raft_build.json").write_text(json.dumps({"articles": articles}))
+    return corpus, raft
+
+
+def test_calibrate_writes_the_threshold_the_gateway_then_applies(
+    workspace: dict[str, Path], gateway: GatewayProcess
+) -> None:
+    import shutil
+
+    admin = admin_client(gateway)
+    adapter = workspace["root"] / "calibrated"
+    shutil.copytree(workspace["answering"], adapter)
+    corpus, raft = calibration_corpus(workspace["root"])
+    uncalibrated = push_adapter(admin, adapter, "calibrated")
+    env = {**os.environ, "RAGDOCK_API_KEY": TEST_API_KEY}
+    run = subprocess.run(
+        [sys.executable, "-m", "ragdock.cli", "eval", "calibrate", str(adapter),
+         "--candidate", "calibrated@latest", "--corpus", str(corpus), "--raft", str(raft),
+         "--target-hallucination", "0.25", "--top-k", "2", "--gateway", gateway.url],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "AUROC" in run.stdout and "threshold" in run.stdout
+    block = json.loads((adapter / "manifest.json").read_text())["calibration"]
+    assert block["features"] == ["abstain_logit", "question_coverage", "top_score"]
+    assert block["validation"]["questions"] == 24
+    assert block["validation"]["at_threshold"]["hallucination"] <= 0.25
+    assert block["fitted"]["model"] == uncalibrated
+    assert (adapter / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((adapter / "calibration_rows.jsonl").read_text().splitlines()) == 24
+
+    # Pushed again, the version carries its calibration and the gateway decides with it.
+    calibrated = push_adapter(admin, adapter, "calibrated")
+    question = "Which town does the river Rhyne3 flow through?"
+
+    def ask(**rag: Any) -> dict[str, Any]:
+        reply = admin.post(
+            "/chat/completions",
+            json={"model": calibrated, "messages": [{"role": "user", "content": question}],
+                  "max_tokens": 16, "temperature": 0,
+                  "rag": {"collection": "calibration-calton-rivers", **rag}},
+        )  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    default = ask()["grounding"]["answerability"]
+    assert default["threshold"] == pytest.approx(block["threshold"])
+    assert 0.0 <= default["score"] <= 1.0 and default["decision"] in {"answer", "abstain"}
+    # A threshold no score reaches: an abstention in the model's place, streamed or not.
+    refused = ask(min_answerability=1.0)
+    assert refused["grounding"]["reason"] in {"low_answerability", "model_abstained"}
+    assert refused["choices"][0]["message"]["content"] == DEFAULT_ABSTENTION_MESSAGE
+    events = []
+    with admin.stream(
+        "POST", "/chat/completions",
+        json={"model": calibrated, "messages": [{"role": "user", "content": question}],
+              "max_tokens": 16, "stream": True,
+              "rag": {"collection": "calibration-calton-rivers", "min_answerability": 1.0}},
+    ) as stream:  # fmt: skip
+        for line in stream.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+    text = "".join(
+        (c.get("delta") or {}).get("content") or "" for e in events for c in e.get("choices", [])
+    )
+    assert text == DEFAULT_ABSTENTION_MESSAGE
+    assert events[-1]["grounding"]["status"] == "abstained"
+    # A threshold every score reaches: the model is never allowed to abstain.
+    answered = ask(min_answerability=0.0, min_support=0.0)
+    assert answered["grounding"]["answerability"]["decision"] == "answer"
+    assert answered["choices"][0]["message"]["content"] != DEFAULT_ABSTENTION_MESSAGE
+    # The uncalibrated version reports the signals and leaves the choice to the model.
+    plain = admin.post(
+        "/chat/completions",
+        json={"model": uncalibrated, "messages": [{"role": "user", "content": question}],
+              "max_tokens": 16, "rag": {"collection": "calibration-calton-rivers"}},
+    ).json()["grounding"]["answerability"]  # fmt: skip
+    assert plain["decision"] == "model" and plain["score"] is None

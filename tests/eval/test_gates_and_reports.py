@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from eval.gates import GateSpec, evaluate_gate, load_gate
-from eval.report import plot_charts, render_markdown
+from eval.report import plot_answerability, plot_charts, render_markdown
 from eval.runner import HoldoutMismatchError, check_holdout
 from eval.suite import SuiteError, load_suite
 
@@ -38,6 +38,9 @@ def a_report(previous: str | None = "grounded@v1") -> dict[str, Any]:
                 "deltas": {
                     "vs_base": {"crag_score": {**interval, "delta": 0.7, "low": 0.6, "high": 0.8}},
                     **({"vs_previous": {"crag_score": interval}} if previous else {}),
+                },
+                "intervals": {
+                    "crag_score": {"value": 0.3, "low": 0.12, "high": 0.47, "level": 0.95, "n": 200}
                 },
                 "relative": {},
                 "failures": [
@@ -89,6 +92,19 @@ def test_lower_bound_fails_where_the_point_estimate_would_pass() -> None:
     verdict = evaluate_gate(a_report(), gate({**rules, "bound": "upper"}))  # upper 0.07
     assert verdict["passed"] is False
     assert "violates" in verdict["verdicts"][0]["why"]
+
+
+def test_own_value_rules_can_demand_the_lower_end_of_its_interval() -> None:
+    point = {"metric": "grounding.crag_score", "op": ">=", "threshold": 0.25}
+    assert evaluate_gate(a_report(), gate(point))["passed"] is True  # 0.30
+    lower = evaluate_gate(a_report(), gate({**point, "bound": "lower"}))  # 0.12
+    assert lower["passed"] is False
+    assert "lower bound +0.1200 violates" in lower["verdicts"][0]["why"]
+    above_zero = {"metric": "grounding.crag_score", "op": ">", "threshold": 0.0, "bound": "lower"}
+    assert evaluate_gate(a_report(), gate(above_zero))["passed"] is True
+    # No interval recorded: the rule cannot be checked, so it fails.
+    missing = {"metric": "grounding.hallucination", "op": "<=", "threshold": 0.1, "bound": "upper"}
+    assert evaluate_gate(a_report(), gate(missing))["passed"] is False
 
 
 def test_missing_metric_fails_and_missing_previous_follows_if_missing() -> None:
@@ -177,8 +193,49 @@ def test_report_renders_as_markdown_and_charts(tmp_path: Path) -> None:
     assert "| crag_score | 0.300 | 0.260 | -0.400 |" in text
     assert "| crag_score | +0.040 [+0.010, +0.070] | 100 |" in text
     assert "| perplexity_increase | +0.050 [+0.030, +0.070] |" in text
+    assert "| crag_score | +0.300 [+0.120, +0.470] | 200 |" in text  # the candidate's own
     assert "hallucinated: Who? -> 'Bob [1]'" in text
     assert "FAILED" in text
     charts = plot_charts(report, tmp_path)
     assert [c.name for c in charts] == ["grounding.png"]  # forgetting has no 0..1 metric here
     assert charts[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_answerability_section_and_curve_from_the_calibration_and_the_holdout(
+    tmp_path: Path,
+) -> None:
+    curve = [
+        {"threshold": t / 10, "hallucination": 1 - t / 10, "false_abstention": t / 10}
+        for t in range(11)
+    ]
+    report = a_report()
+    report["calibration"] = {
+        "features": ["abstain_logit", "question_coverage", "top_score"],
+        "threshold": 0.6,
+        "target_hallucination": 0.08,
+        "validation": {
+            "signals": {"p_answer": {"auroc": 0.81, "n": 400}},
+            "combined_auroc_cv": 0.84,
+            "at_threshold": {"hallucination": 0.08, "false_abstention": 0.3},
+            "curve": curve,
+        },
+    }
+    report["tasks"]["grounding"]["data"] = {
+        "answerability": {
+            "candidate": {
+                "signals": {"p_answer": {"auroc": 0.78, "n": 200}},
+                "score_auroc": 0.8,
+                "threshold": 0.6,
+                "at_threshold": {"hallucination": 0.09, "false_abstention": 0.31},
+                "curve": curve,
+            }
+        }
+    }
+    text = render_markdown(report)
+    assert "## Answerability" in text
+    assert "| p_answer | 0.810 (n=400) | 0.780 (n=200) |" in text
+    assert "| calibrated score | 0.840 | 0.800 |" in text
+    assert "Threshold 0.600" in text
+    path = plot_answerability(report, tmp_path)
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_answerability(a_report(), tmp_path / "none") is None
