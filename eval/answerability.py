@@ -17,6 +17,13 @@ import numpy as np
 
 from retrieval.answerability import FEATURES, AnswerabilitySignals, Calibration
 
+# The direction each feature may push the score: answerability must not rise with the model's
+# wish to abstain, nor fall as the question is better covered or the best source more similar.
+# Fitting free weights on one dataset can learn the opposite (SQuAD 2.0's impossible questions
+# are written with the paragraph's own words, so coverage there separates the classes backwards);
+# such a weight would not carry over to a new corpus, so it is held at 0 instead.
+MONOTONE_SIGNS = {"abstain_logit": -1.0, "question_coverage": 1.0, "top_score": 1.0}
+
 # Signals reported per question beside the fitted score; the first three are the score's inputs.
 # `answer_logprob` and `support_overlap` exist only once an answer is written (not for
 # abstentions, nor before a stream's first token), so they are reported, not combined.
@@ -108,20 +115,22 @@ def fit_calibration(
     rows: Sequence[dict[str, Any]],
     target_hallucination: float,
     *,
+    max_false_abstention: float = 1.0,
     features: Sequence[str] = FEATURES,
     folds: int = 5,
     seed: int = 0,
 ) -> Calibration:
     """Fit the logistic combination and pick its threshold for `target_hallucination`.
 
-    The reported AUROC of the combination is cross-validated (each row scored by a model that
-    did not see it); the weights and threshold are then fitted on all rows.
+    The weights are sign-constrained (`MONOTONE_SIGNS`). The reported AUROC of the combination
+    is cross-validated (each row scored by a fit that did not see it); the weights and threshold
+    are then fitted on all rows. The calibration is `enforced` only if, at that threshold, at
+    most `max_false_abstention` of the answerable validation questions would be refused.
 
     Raises:
         ValueError: fewer than 10 rows of each class (no threshold would mean anything).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
 
     labels = np.array([bool(r["answerable"]) for r in rows])
     if labels.sum() < 10 or (~labels).sum() < 10:
@@ -130,14 +139,16 @@ def fit_calibration(
             f"{int(labels.sum())} and {int((~labels).sum())}"
         )
     matrix = np.array([[signals_of(r).features()[f] for f in features] for r in rows])
-    model = LogisticRegression(C=1.0, max_iter=1000)
+    held_out = np.zeros(len(rows))
     splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    held_out = cross_val_predict(model, matrix, labels, cv=splits, method="predict_proba")[:, 1]
-    model.fit(matrix, labels)
+    for train, test in splits.split(matrix, labels):
+        weights, bias = fit_monotone_logistic(matrix[train], labels[train], features)
+        held_out[test] = 1.0 / (1.0 + np.exp(-(matrix[test] @ weights + bias)))
+    weights, bias = fit_monotone_logistic(matrix, labels, features)
     calibration = Calibration(
         features=tuple(features),
-        weights=tuple(float(w) for w in model.coef_[0]),
-        bias=float(model.intercept_[0]),
+        weights=tuple(float(w) for w in weights),
+        bias=float(bias),
         threshold=0.0,
         target_hallucination=target_hallucination,
     )
@@ -161,8 +172,37 @@ def fit_calibration(
         bias=calibration.bias,
         threshold=threshold,
         target_hallucination=target_hallucination,
-        validation=validation,
+        validation={**validation, "max_false_abstention": max_false_abstention},
+        enforced=validation["at_threshold"]["false_abstention"] <= max_false_abstention,
     )
+
+
+def fit_monotone_logistic(
+    matrix: np.ndarray, labels: np.ndarray, features: Sequence[str], c: float = 1.0
+) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression (sklearn's default objective, C=`c`) whose weights keep
+    the sign `MONOTONE_SIGNS` allows them (0 when the data would want the other one)."""
+    from scipy.optimize import minimize
+
+    y = labels.astype(float)
+    width = matrix.shape[1]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:width], theta[width]
+        z = matrix @ w + b
+        # log(1 + e^z) - y z, stably; its gradient is (sigmoid(z) - y).
+        loss = float(np.sum(np.logaddexp(0.0, z) - y * z))
+        residual = 1.0 / (1.0 + np.exp(-z)) - y
+        grad = np.concatenate([w + c * (matrix.T @ residual), [c * residual.sum()]])
+        return 0.5 * float(w @ w) + c * loss, grad
+
+    bounds = [
+        (0.0, None) if MONOTONE_SIGNS.get(f, 0.0) > 0 else (None, 0.0)
+        if MONOTONE_SIGNS.get(f, 0.0) < 0 else (None, None)
+        for f in features
+    ] + [(None, None)]  # fmt: skip
+    result = minimize(objective, np.zeros(width + 1), jac=True, method="L-BFGS-B", bounds=bounds)
+    return result.x[:width], float(result.x[width])
 
 
 def _model_alone(rows: Sequence[dict[str, Any]]) -> dict[str, float]:

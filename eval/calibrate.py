@@ -2,9 +2,10 @@
 validation articles, through the real RAG path, and write it into the adapter's manifest.
 
 Every question of the validation articles (answerable and impossible) is asked through the gateway
-with retrieval on, the answerability threshold forced to 0 (so a reply that begins to abstain is
-asked again and every question gets an answer whose support and confidence can be measured) and
-the support check off. The signals the gateway reports are fitted (`eval.answerability`), and the
+with retrieval on and the support check off. The answerability threshold is set to 0: for an
+adapter calibrated before, a reply that begins to abstain is then asked again, so every question
+gets an answer whose confidence and support can be measured; an uncalibrated adapter answers as
+it would (its first-token signals, which the fit uses, are the same either way). The signals the gateway reports are fitted (`eval.answerability`), and the
 manifest gains a `calibration` block the gateway reads on the next push; a PNG of the trade-off
 curve with the chosen point goes beside it.
 """
@@ -104,52 +105,28 @@ async def collect_rows(
     return await bounded_map(questions, ask, concurrency=concurrency, on_done=on_done)
 
 
-async def calibrate(
-    gateway: EvalGateway,
+def write_calibration(
+    adapter_dir: Path,
+    rows: list[dict[str, Any]],
     *,
     model: str,
-    raft_dir: Path,
+    articles: list[str],
     corpus: Path,
-    adapter_dir: Path,
-    target_hallucination: float,
     top_k: int,
-    max_tokens: int,
-    concurrency: int,
-    progress: Callable[[str, int], Callable[[], None]],
+    target_hallucination: float,
+    max_false_abstention: float,
 ) -> dict[str, Any]:
-    """Collect, fit, and write the calibration into `adapter_dir`'s manifest.
-
-    Raises:
-        FileNotFoundError: the adapter has no manifest.
-        ValueError: too few questions of a class to calibrate on.
-        GatewayError: the gateway refused or failed a request.
-    """
+    """Fit on `rows` and write the manifest's `calibration` block, the rows and the curve."""
     manifest_path = adapter_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text())
-    name, _, selector = model.partition("@")
-    if selector:  # NAME@latest and aliases: the served version's own name
-        record = await gateway.adapter_version(name, selector, await gateway.adapter_summary(name))
-        model = str(record["model"])
-    questions, articles = validation_questions(raft_dir, corpus)
-    documents = article_documents(corpus, articles)
-    collection = "calibration-" + "-".join(sorted(articles))[:40].lower().replace("_", "-")
-    await ingest(gateway, collection, documents)
-    rows = await collect_rows(
-        gateway,
-        model,
-        questions,
-        collection=collection,
-        top_k=top_k,
-        max_tokens=max_tokens,
-        concurrency=concurrency,
-        on_done=progress(f"calibrating {model}", len(questions)),
+    calibration = fit_calibration(
+        rows, target_hallucination, max_false_abstention=max_false_abstention
     )
-    calibration = fit_calibration(rows, target_hallucination)
     block = calibration.to_manifest()
     block["fitted"] = {
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "model": model,
-        "articles": sorted(articles),
+        "articles": articles,
         "corpus": str(corpus),
         "top_k": top_k,
     }
@@ -168,3 +145,78 @@ async def calibrate(
         f"{model}: answerability threshold (target hallucination {target_hallucination:.2f})",
     )
     return block
+
+
+def refit(
+    adapter_dir: Path, *, target_hallucination: float, max_false_abstention: float
+) -> dict[str, Any]:
+    """Fit again from the rows a previous `calibrate` saved (another target, no requests).
+
+    Raises:
+        FileNotFoundError: the adapter has no saved rows.
+        KeyError: its manifest has no calibration to take the provenance from.
+    """
+    rows = [json.loads(line) for line in (adapter_dir / ROWS_FILE).read_text().splitlines()]
+    fitted = json.loads((adapter_dir / MANIFEST).read_text())["calibration"]["fitted"]
+    return write_calibration(
+        adapter_dir,
+        rows,
+        model=fitted["model"],
+        articles=fitted["articles"],
+        corpus=Path(fitted["corpus"]),
+        top_k=int(fitted["top_k"]),
+        target_hallucination=target_hallucination,
+        max_false_abstention=max_false_abstention,
+    )
+
+
+async def calibrate(
+    gateway: EvalGateway,
+    *,
+    model: str,
+    raft_dir: Path,
+    corpus: Path,
+    adapter_dir: Path,
+    target_hallucination: float,
+    max_false_abstention: float,
+    top_k: int,
+    max_tokens: int,
+    concurrency: int,
+    progress: Callable[[str, int], Callable[[], None]],
+) -> dict[str, Any]:
+    """Collect, fit, and write the calibration into `adapter_dir`'s manifest.
+
+    Raises:
+        FileNotFoundError: the adapter has no manifest.
+        ValueError: too few questions of a class to calibrate on.
+        GatewayError: the gateway refused or failed a request.
+    """
+    json.loads((adapter_dir / MANIFEST).read_text())  # fail before any request if it is missing
+    name, _, selector = model.partition("@")
+    if selector:  # NAME@latest and aliases: the served version's own name
+        record = await gateway.adapter_version(name, selector, await gateway.adapter_summary(name))
+        model = str(record["model"])
+    questions, articles = validation_questions(raft_dir, corpus)
+    documents = article_documents(corpus, articles)
+    collection = "calibration-" + "-".join(sorted(articles))[:40].lower().replace("_", "-")
+    await ingest(gateway, collection, documents)
+    rows = await collect_rows(
+        gateway,
+        model,
+        questions,
+        collection=collection,
+        top_k=top_k,
+        max_tokens=max_tokens,
+        concurrency=concurrency,
+        on_done=progress(f"calibrating {model}", len(questions)),
+    )
+    return write_calibration(
+        adapter_dir,
+        rows,
+        model=model,
+        articles=sorted(articles),
+        corpus=corpus,
+        top_k=top_k,
+        target_hallucination=target_hallucination,
+        max_false_abstention=max_false_abstention,
+    )

@@ -165,15 +165,27 @@ def calibrate_command(
     adapter_dir: Path = typer.Argument(
         ..., exists=True, file_okay=False, help="The trained adapter (its manifest is updated)."
     ),
-    candidate: str = typer.Option(
-        ..., help="The same adapter as pushed to the gateway, e.g. grounded@latest."
+    candidate: str | None = typer.Option(
+        None, help="The same adapter as pushed to the gateway, e.g. grounded@latest."
     ),
     raft: Path = typer.Option(
         Path("runs/raft-squad2"), help="RAFT build folder (its validation articles are used)."
     ),
-    corpus: Path = typer.Option(..., exists=True, help="SQuAD-format file RAFT was built from."),
+    corpus: Path | None = typer.Option(
+        None, exists=True, help="SQuAD-format file RAFT was built from."
+    ),
+    refit: bool = typer.Option(
+        False, help="Fit again from the rows an earlier run saved (no gateway, no requests)."
+    ),
     target_hallucination: float = typer.Option(
         0.08, min=0.0, max=1.0, help="Share of unanswerable questions it may answer."
+    ),
+    max_false_abstention: float = typer.Option(
+        0.33,
+        min=0.0,
+        max=1.0,
+        help="Enforce the threshold only if it refuses at most this share of answerable "
+        "validation questions (else the score is reported, not enforced).",
     ),
     top_k: int = typer.Option(4, min=1, max=50, help="Sources per question, as served."),
     max_tokens: int = typer.Option(48, min=1, help="Longest answer."),
@@ -187,9 +199,13 @@ def calibrate_command(
     from rich.table import Table
 
     from eval.calibrate import CURVE_PNG, calibrate
+    from eval.calibrate import refit as refit_rows
     from eval.gateway import EvalGateway, GatewayError
 
     console = Console()
+    if not refit and (candidate is None or corpus is None):
+        console.print("[red]--candidate and --corpus are needed (or --refit)[/]")
+        raise typer.Exit(2)
     url = gateway or os.environ.get("RAGDOCK_GATEWAY_URL") or "http://127.0.0.1:8000"
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
@@ -200,6 +216,7 @@ def calibrate_command(
             return lambda: bar.advance(task_id)
 
         async def run() -> dict[str, Any]:
+            assert candidate is not None and corpus is not None
             async with EvalGateway(url, os.environ.get("RAGDOCK_API_KEY")) as client:
                 return await calibrate(
                     client,
@@ -208,6 +225,7 @@ def calibrate_command(
                     corpus=corpus,
                     adapter_dir=adapter_dir,
                     target_hallucination=target_hallucination,
+                    max_false_abstention=max_false_abstention,
                     top_k=top_k,
                     max_tokens=max_tokens,
                     concurrency=concurrency,
@@ -215,7 +233,14 @@ def calibrate_command(
                 )
 
         try:
-            block = asyncio.run(run())
+            if refit:
+                block = refit_rows(
+                    adapter_dir,
+                    target_hallucination=target_hallucination,
+                    max_false_abstention=max_false_abstention,
+                )
+            else:
+                block = asyncio.run(run())
         except (GatewayError, ValueError, FileNotFoundError, KeyError) as exc:
             console.print(f"[red]cannot calibrate: {exc}[/]")
             raise typer.Exit(2) from exc
@@ -235,6 +260,14 @@ def calibrate_command(
         f"{at['false_abstention']:.3f} (the model alone: {alone['hallucination']:.3f} / "
         f"{alone['false_abstention']:.3f})"
     )
+    if not block["enforced"]:
+        console.print(
+            f"[yellow]not enforced[/]: holding hallucination to {block['target_hallucination']} "
+            f"would refuse {at['false_abstention']:.0%} of answerable validation questions (more "
+            f"than {max_false_abstention:.0%}); the gateway reports the score and leaves the "
+            "choice to the model unless a request (rag.min_answerability) or collection "
+            "(RAGDOCK_RAG_COLLECTION_MIN_ANSWERABILITY) sets a threshold"
+        )
     console.print(f"written to {adapter_dir}/manifest.json; curve: {adapter_dir}/{CURVE_PNG}")
 
 

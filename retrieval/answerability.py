@@ -106,7 +106,13 @@ class AnswerabilitySignals:
 @dataclass(frozen=True)
 class Calibration:
     """A per-adapter answerability model: logistic weights over `features` and the threshold on
-    its probability, fitted on the adapter's validation split for `target_hallucination`."""
+    its probability, fitted on the adapter's validation split for `target_hallucination`.
+
+    `enforced`: whether the gateway decides by it. A calibration whose threshold would refuse
+    more answerable validation questions than its fitter allowed is kept (the score is still
+    reported, and a request or collection threshold can still apply it) but not enforced: an
+    adapter silently turned into one that refuses most questions helps nobody.
+    """
 
     features: tuple[str, ...]
     weights: tuple[float, ...]
@@ -114,6 +120,7 @@ class Calibration:
     threshold: float
     target_hallucination: float
     validation: dict[str, Any] = field(default_factory=dict)
+    enforced: bool = True
 
     def score(self, signals: AnswerabilitySignals) -> float:
         """The calibrated probability that the question is answerable from the sources."""
@@ -146,6 +153,7 @@ class Calibration:
                 threshold=float(block["threshold"]),
                 target_hallucination=float(block["target_hallucination"]),
                 validation=dict(block.get("validation") or {}),
+                enforced=bool(block.get("enforced", True)),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -246,9 +246,13 @@ def _ask_grounded(http: httpx.Client, model: str, question: str) -> None:
     )
     decision = grounding.get("answerability") or {}
     if decision.get("score") is not None:
+        rule = (
+            f"answers at >= {decision['threshold']:.2f}"
+            if decision.get("threshold") is not None
+            else "calibration not enforced: the model decides"
+        )
         lines.append(
-            f"   answerability: {decision['score']:.2f} (answers at >= "
-            f"{decision['threshold']:.2f}; P(abstain) {decision['p_abstain']:.2f}, question "
-            f"coverage {decision['question_coverage']:.2f})"
+            f"   answerability: {decision['score']:.2f} ({rule}; P(abstain) "
+            f"{decision['p_abstain']:.2f}, question coverage {decision['question_coverage']:.2f})"
         )
     console.print("\n".join(lines))

@@ -481,7 +481,7 @@ class CompletionService:
     ) -> AnswerDecision:  # fmt: skip
         calibration: Calibration | None = await run_in_threadpool(self._catalog.calibration, model)
         threshold = grounding.min_answerability
-        if threshold is None and calibration is not None:
+        if threshold is None and calibration is not None and calibration.enforced:
             threshold = calibration.threshold
         decision = decide_answer(
             token[0],

@@ -92,8 +92,9 @@ def decide_answer(
 ) -> AnswerDecision:
     """Answer or abstain by the calibrated score rather than by the model's first token alone.
 
-    Without a calibration (the base model, an adapter never calibrated) the model's own choice
-    stands and the signals are reported for the record.
+    Without a calibration (the base model, an adapter never calibrated) or without a threshold
+    (a calibration not enforced, and none asked for) the model's own choice stands; the signals,
+    and the score where there is a calibration, are reported for the record.
     """
     signals = AnswerabilitySignals(
         p_abstain=abstention_probability(top_logprobs, abstention_message),
@@ -105,6 +106,7 @@ def decide_answer(
     )
     if calibration is None or threshold is None:
         unscored = Answerability(
+            score=None if calibration is None else calibration.score(signals),
             decision="model",
             p_abstain=signals.p_abstain,
             question_coverage=signals.question_coverage,

@@ -66,11 +66,12 @@ class Answerability(BaseModel):
 
     score: float | None = Field(
         default=None, description="Calibrated probability that the sources answer the question "
-        "(null when the model has no calibration: then the model's own choice stands)."
+        "(null when the model has no calibration)."
     )  # fmt: skip
     threshold: float | None = None
     decision: Literal["model", "answer", "abstain"] = Field(
-        description="model: the model's own choice; answer / abstain: the score's."
+        description="model: the model's own choice (no calibration, or one not enforced and no "
+        "threshold asked for); answer / abstain: the score's."
     )
     reasked: bool = Field(
         default=False, description="The model began to abstain and was asked again to answer."

@@ -310,7 +310,8 @@ def test_calibrate_writes_the_threshold_the_gateway_then_applies(
     run = subprocess.run(
         [sys.executable, "-m", "ragdock.cli", "eval", "calibrate", str(adapter),
          "--candidate", "calibrated@latest", "--corpus", str(corpus), "--raft", str(raft),
-         "--target-hallucination", "0.25", "--top-k", "2", "--gateway", gateway.url],
+         "--target-hallucination", "0.25", "--max-false-abstention", "1.0", "--top-k", "2",
+         "--gateway", gateway.url],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -319,6 +320,7 @@ def test_calibrate_writes_the_threshold_the_gateway_then_applies(
     assert block["features"] == ["abstain_logit", "question_coverage", "top_score"]
     assert block["validation"]["questions"] == 24
     assert block["validation"]["at_threshold"]["hallucination"] <= 0.25
+    assert block["enforced"] is True  # any false-abstention rate was allowed
     assert block["fitted"]["model"] == uncalibrated
     assert (adapter / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((adapter / "calibration_rows.jsonl").read_text().splitlines()) == 24

@@ -83,6 +83,15 @@ def test_fitted_calibration_holds_its_target_on_the_validation_split() -> None:
     assert set(validation["model_alone"]) == {"hallucination", "false_abstention"}
 
 
+def test_a_threshold_that_refuses_too_much_is_kept_but_not_enforced() -> None:
+    rows = _rows(400)
+    strict = fit_calibration(rows, target_hallucination=0.0, max_false_abstention=0.2)
+    assert strict.validation["at_threshold"]["false_abstention"] > 0.2
+    assert strict.enforced is False and strict.to_manifest()["enforced"] is False
+    loose = fit_calibration(rows, target_hallucination=0.1, max_false_abstention=0.9)
+    assert loose.enforced is True
+
+
 def test_calibration_refuses_a_split_without_both_classes() -> None:
     rows = [r for r in _rows(100) if r["answerable"]]
     with pytest.raises(ValueError, match="at least 10"):
@@ -140,3 +149,24 @@ def test_validation_questions_are_every_question_of_the_validation_articles(
     questions, articles = validation_questions(raft, corpus)
     assert articles == {"Beta"}
     assert [(q["id"], q["answers"]) for q in questions] == [("Beta-a", ["Text"]), ("Beta-u", [])]
+
+
+def test_weights_keep_their_sign_and_match_plain_logistic_regression_when_free() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rows = _rows(400, seed=1)
+    for row in rows:  # coverage that separates the classes backwards, as on SQuAD 2.0
+        row["question_coverage"] = 0.3 if row["answerable"] else 0.9
+    calibration = fit_calibration(rows, target_hallucination=0.1)
+    weights = dict(zip(calibration.features, calibration.weights, strict=True))
+    assert weights["question_coverage"] == 0.0  # held at 0, not fitted negative
+    assert weights["abstain_logit"] < 0
+
+    # Where every free weight already has the allowed sign, the fit is sklearn's own.
+    plain = _rows(400, seed=2)
+    features = ("abstain_logit",)
+    fitted = fit_calibration(plain, target_hallucination=0.1, features=features)
+    matrix = [[signals_of(r).features()["abstain_logit"]] for r in plain]
+    reference = LogisticRegression(C=1.0).fit(matrix, [r["answerable"] for r in plain])
+    assert fitted.weights[0] == pytest.approx(reference.coef_[0][0], rel=1e-3)
+    assert fitted.bias == pytest.approx(reference.intercept_[0], rel=1e-3, abs=1e-3)

@@ -3,6 +3,7 @@ the support check on hand-made supported, unsupported and partial answers."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from retrieval.answerability import (
@@ -12,7 +13,7 @@ from retrieval.answerability import (
     answer_support,
     question_coverage,
 )
-from server.rag.grounding import decide_answer, post_check
+from server.rag.grounding import AnswerDecision, decide_answer, post_check
 from server.rag.protocol import Source
 
 ABSTAIN = "I don't know based on the provided sources."
@@ -71,6 +72,9 @@ def test_calibration_round_trips_through_the_manifest_and_rejects_what_it_cannot
     assert Calibration.from_manifest({"calibration": unknown}) is None
     uneven = {**calibration.to_manifest(), "weights": [1.0, 2.0]}
     assert Calibration.from_manifest({"calibration": uneven}) is None
+    kept = {**calibration.to_manifest(), "enforced": False}
+    restored = Calibration.from_manifest({"calibration": kept})
+    assert restored is not None and restored.enforced is False
 
 
 def test_score_is_a_probability_that_follows_the_weights() -> None:
@@ -81,7 +85,12 @@ def test_score_is_a_probability_that_follows_the_weights() -> None:
 
 
 def _decide(first: str, p_abstain: float, calibration: Calibration | None) -> str:
+    return _decision(first, p_abstain, calibration).action
+
+
+def _decision(first: str, p_abstain: float, calibration: Calibration | None) -> AnswerDecision:
     top = [{"token": "I", "logprob": math.log(p_abstain)}, {"token": "1889", "logprob": -3.0}]
+    enforced = calibration is not None and calibration.enforced
     return decide_answer(
         first,
         top,
@@ -89,9 +98,9 @@ def _decide(first: str, p_abstain: float, calibration: Calibration | None) -> st
         sources=_sources(),
         top_score=0.7,
         calibration=calibration,
-        threshold=None if calibration is None else calibration.threshold,
+        threshold=calibration.threshold if enforced and calibration else None,
         abstention_message=ABSTAIN,
-    ).action
+    )
 
 
 def test_the_score_decides_in_both_directions() -> None:
@@ -105,6 +114,11 @@ def test_the_score_decides_in_both_directions() -> None:
     # No calibration: the model's own choice stands, whatever the signals say.
     assert _decide("1889", 0.9, None) == "relay"
     assert _decide("I", 0.1, None) == "relay"
+    # A calibration kept but not enforced: the score is reported, the model still decides.
+    kept = dataclasses.replace(calibration, enforced=False)
+    decision = _decision("1889", 0.9, kept)
+    assert decision.action == "relay" and decision.info.decision == "model"
+    assert decision.info.score is not None and decision.info.score < 0.5
 
 
 def test_support_check_on_supported_unsupported_and_partial_answers() -> None:
