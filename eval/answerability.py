@@ -155,14 +155,15 @@ def fit_calibration(
     scores = [calibration.score(signals_of(r)) for r in rows]
     unanswerable = [s for s, y in zip(scores, labels, strict=True) if not y]
     threshold = threshold_for_rate(unanswerable, target_hallucination)
-    validation = {
+    at_threshold = rates_at(list(labels), scores, threshold)
+    validation: dict[str, Any] = {
         "questions": len(rows),
         "answerable": int(labels.sum()),
         "unanswerable": int((~labels).sum()),
         "signals": signal_aurocs(rows),
         "combined_auroc_cv": auroc(list(labels), list(held_out)),
         "combined_auroc_fit": auroc(list(labels), scores),
-        "at_threshold": rates_at(list(labels), scores, threshold),
+        "at_threshold": at_threshold,
         "model_alone": _model_alone(rows),
         "curve": tradeoff_curve(list(labels), scores),
     }
@@ -173,7 +174,7 @@ def fit_calibration(
         threshold=threshold,
         target_hallucination=target_hallucination,
         validation={**validation, "max_false_abstention": max_false_abstention},
-        enforced=validation["at_threshold"]["false_abstention"] <= max_false_abstention,
+        enforced=at_threshold["false_abstention"] <= max_false_abstention,
     )
 
 

@@ -5,9 +5,10 @@ Every question of the validation articles (answerable and impossible) is asked t
 with retrieval on and the support check off. The answerability threshold is set to 0: for an
 adapter calibrated before, a reply that begins to abstain is then asked again, so every question
 gets an answer whose confidence and support can be measured; an uncalibrated adapter answers as
-it would (its first-token signals, which the fit uses, are the same either way). The signals the gateway reports are fitted (`eval.answerability`), and the
-manifest gains a `calibration` block the gateway reads on the next push; a PNG of the trade-off
-curve with the chosen point goes beside it.
+it would (its first-token signals, which the fit uses, are the same either way). The signals
+the gateway reports are fitted (`eval.answerability`), and the manifest gains a `calibration`
+block the gateway reads on the next push; a PNG of the trade-off curve with the chosen point goes
+beside it.
 """
 
 from __future__ import annotations

@@ -149,6 +149,12 @@ def render_answerability(report: dict[str, Any]) -> list[str]:
             f"{at.get('false_abstention', float('nan')):.3f}. Features "
             f"{', '.join(calibration['features'])}; the curve is `answerability.png`.",
         ]
+        if calibration.get("enforced") is False:
+            lines.append(
+                "The calibration is recorded but NOT enforced (that threshold would refuse more "
+                "than its allowed share of answerable questions): the model decides, and the "
+                "score is reported."
+            )
     for label, data in sets.items():
         if "at_threshold" in data and "threshold" in data:
             at = data["at_threshold"]
@@ -166,13 +172,17 @@ def plot_answerability(report: dict[str, Any], out_dir: Path) -> Path | None:
     from eval.answerability import plot_tradeoff
 
     curves, chosen = {}, {}
+    calibrated = (report.get("calibration") or {}).get("threshold")
     for label, data in _answerability_sets(report).items():
         if not data.get("curve"):
             continue
         curves[label] = data["curve"]
-        threshold = data.get("threshold", (report.get("calibration") or {}).get("threshold"))
+        threshold = data.get("threshold", calibrated)
         if data.get("at_threshold") and threshold is not None:
             chosen[label] = {"threshold": threshold, **data["at_threshold"]}
+        elif calibrated is not None:  # not applied here: where the calibrated one would sit
+            point = min(data["curve"], key=lambda p: abs(p["threshold"] - calibrated))
+            chosen[label] = {**point, "threshold": calibrated}
     if not curves:
         return None
     title = f"answerability: {report['models'].get('candidate')}"

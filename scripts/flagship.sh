@@ -41,24 +41,29 @@ for _ in $(seq 600); do
 done
 
 export RAGDOCK_GATEWAY_URL="http://127.0.0.1:$port"
-$ragdock adapters push runs/grounded-raft-270m --name grounded --gateway "$RAGDOCK_GATEWAY_URL"
 # Every question of the validation article through the RAG path: fit the answer-or-abstain score
 # and its threshold for a target hallucination rate, into the manifest (enforced only if it keeps
 # false abstention within the gate's 0.33 on validation); then push that version.
-$ragdock eval calibrate runs/grounded-raft-270m --candidate grounded@latest --corpus "$squad" \
-  --raft runs/raft-squad2 --target-hallucination 0.08 --top-k 4
+if ! grep -q '"calibration"' runs/grounded-raft-270m/manifest.json; then
+  $ragdock adapters push runs/grounded-raft-270m --name grounded --gateway "$RAGDOCK_GATEWAY_URL"
+  $ragdock eval calibrate runs/grounded-raft-270m --candidate grounded@latest --corpus "$squad" \
+    --raft runs/raft-squad2 --target-hallucination 0.08 --top-k 4
+fi
 $ragdock adapters push runs/grounded-raft-270m --name grounded --gateway "$RAGDOCK_GATEWAY_URL"
 status=0
 $ragdock eval eval/suites/grounded-raft-270m.yaml --candidate grounded@latest \
   --gate eval/suites/grounded-raft-270m.gate.yaml --attach --out runs/eval/grounded-raft-270m \
   || status=$?
 if [[ $status -gt 1 ]]; then exit $status; fi   # 1 = the gate failed: still worth shipping the report
+# A crash also exits 1: ship only a report that was written by this run.
+report=runs/eval/grounded-raft-270m/report.json
+[[ -f $report && $report -nt runs/grounded-raft-270m/manifest.json ]] || { echo "no new report"; exit 1; }
 
 demo=adapters/demo/grounded
 rm -rf "$demo" && mkdir -p "$demo"
 cp runs/grounded-raft-270m/{adapter_config.json,adapter_model.safetensors,manifest.json,README.md} "$demo/"
 cp runs/grounded-raft-270m/calibration.png "$demo/"
-cp runs/eval/grounded-raft-270m/answerability.png "$demo/eval_answerability.png"
+cp runs/eval/grounded-raft-270m/answerability.png "$demo/"
 # The shipped report keeps every figure and verdict but only the ids of failed examples: the
 # SQuAD text stays in the shared data (runs/eval/ has the full report and every output).
 .venv/bin/python - "$demo" <<'PY'

@@ -240,11 +240,13 @@ def answerability_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     if scored:
         labels = [bool(r["answers"]) for r in scored]
         scores = [float(r["answerability_score"]) for r in scored]
-        threshold = float(scored[0]["answerability_threshold"])
         summary["score_auroc"] = auroc(labels, scores)
-        summary["threshold"] = threshold
-        summary["at_threshold"] = rates_at(labels, scores, threshold)
         summary["curve"] = tradeoff_curve(labels, scores)
+        # A threshold exists where one was applied (an enforced calibration or an override).
+        applied = [r["answerability_threshold"] for r in scored]
+        if applied[0] is not None:
+            summary["threshold"] = float(applied[0])
+            summary["at_threshold"] = rates_at(labels, scores, float(applied[0]))
     return summary
 
 
