@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -196,7 +196,9 @@ def _prepare_demo(http: httpx.Client, base_model: str) -> str:
     if not (shipped / "adapter_config.json").is_file():
         return base_model
     summary = http.get(f"/v1/adapters/{DEMO_ADAPTER}")
-    if summary.status_code == 404:
+    if summary.status_code == 404 or not _serves_shipped(http, summary.json(), shipped):
+        # Not registered yet, or the repo now ships another one (retrained or recalibrated):
+        # push it as a new version, so `up` never keeps serving a stale demo adapter.
         shipped_files = sorted(p for p in shipped.iterdir() if p.is_file())
         weights = [("files", (p.name, p.read_bytes())) for p in shipped_files]
         pushed = http.post("/v1/adapters/upload", files=weights, data={"name": DEMO_ADAPTER})
@@ -215,6 +217,18 @@ def _prepare_demo(http: httpx.Client, base_model: str) -> str:
     if "prod" in listing["aliases"]:
         return DEMO_ADAPTER
     return f"{DEMO_ADAPTER}@{listing['versions'][-1]}"
+
+
+def _serves_shipped(http: httpx.Client, summary: dict[str, Any], shipped: Path) -> bool:
+    """Whether the registry's newest version of the demo adapter has the shipped manifest."""
+    versions = summary.get("versions") or []
+    if not versions:
+        return False
+    record = http.get(f"/v1/adapters/{DEMO_ADAPTER}/{versions[-1]}")
+    if record.status_code != 200:
+        return False
+    shipped_manifest = json.loads((shipped / "manifest.json").read_text())
+    return bool(record.json().get("manifest") == shipped_manifest)
 
 
 def _ask_grounded(http: httpx.Client, model: str, question: str) -> None:

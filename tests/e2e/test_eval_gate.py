@@ -134,6 +134,9 @@ def write_suite(ws: dict[str, Path], candidate: str, holdout: Path) -> Path:
                 "corpus": ref(ws["corpus"]),
                 "collection": "eval-e2e",
                 "max_tokens": 24,
+                # The gate, not the support check, is under test: the base's unsupported
+                # answers stay answers here, so they show the adapter changed the engine's.
+                "min_support": 0.0,
             },
             {"kind": "generation", "data": ref(holdout), "max_examples": 4, "max_tokens": 24},
             {"kind": "forgetting", "text": ref(ws["text"]), "qa": ref(ws["qa"])},
