@@ -203,17 +203,19 @@ def _prepare_demo(http: httpx.Client, base_model: str) -> str:
         weights = [("files", (p.name, p.read_bytes())) for p in shipped_files]
         pushed = http.post("/v1/adapters/upload", files=weights, data={"name": DEMO_ADAPTER})
         pushed.raise_for_status()
+        summary = http.get(f"/v1/adapters/{DEMO_ADAPTER}")
+    listing = summary.json()
+    if "prod" not in listing["aliases"] and listing["versions"]:
+        # Promotion reads the shipped eval report's gate verdict: on every start, say why it
+        # was refused and serve the version by name, as an operator trying a candidate would.
         promoted = http.post(
-            f"/v1/adapters/{DEMO_ADAPTER}/{pushed.json()['version']}/promote",
+            f"/v1/adapters/{DEMO_ADAPTER}/{listing['versions'][-1]}/promote",
             json={"alias": "prod"},
         )
         if promoted.status_code != 200:
-            # Promotion reads the shipped eval report's gate verdict: say why it was refused and
-            # serve the version by name, as an operator trying a candidate would.
             reason = promoted.json().get("error", {}).get("message", promoted.text)
             console.print(f"[yellow]demo adapter not promoted to prod[/]: {escape(reason)}")
-        summary = http.get(f"/v1/adapters/{DEMO_ADAPTER}")
-    listing = summary.json()
+        listing = http.get(f"/v1/adapters/{DEMO_ADAPTER}").json()
     if "prod" in listing["aliases"]:
         return DEMO_ADAPTER
     return f"{DEMO_ADAPTER}@{listing['versions'][-1]}"
