@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,10 @@ def write_calibration(
         "top_k": top_k,
     }
     manifest["calibration"] = block
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    # Write then rename: a kill mid-write must not leave the adapter without a valid manifest.
+    partial = manifest_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(partial, manifest_path)
     with (adapter_dir / ROWS_FILE).open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps({k: v for k, v in row.items() if k != "answer"}) + "\n")
