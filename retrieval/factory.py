@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ragdock.controlplane import ControlPlane, open_control_plane
 from retrieval.chunking import ChunkingConfig
 from retrieval.dense import Embedder, MiniLMEmbedder
 from retrieval.ranking import FusionConfig
@@ -15,6 +16,8 @@ from retrieval.store import EdgeStore, QdrantClientStore, VectorStore
 def open_retriever(
     data_dir: Path,
     *,
+    control: ControlPlane | None = None,
+    database_url: str | None = None,
     qdrant_url: str | None = None,
     qdrant_api_key: str | None = None,
     qdrant_timeout_s: float = 10.0,
@@ -22,11 +25,17 @@ def open_retriever(
     sparse: SparseEncoder | None = None,
     chunking: ChunkingConfig = ChunkingConfig(),
     fusion: FusionConfig = DEFAULT_FUSION,
+    grace_s: float = 30.0,
+    lease_s: float = 60.0,
 ) -> Retriever:
     """The default retriever: embedded Qdrant under `data_dir`, or a Qdrant server by URL.
 
     Args:
-        data_dir: holds `qdrant/` (embedded shards) and `catalog/` (document catalogs).
+        data_dir: holds `qdrant/` (embedded shards), `control.sqlite` (the embedded control
+            plane) and `catalog/` (catalogs from before the control plane, imported on use).
+        control: an open control plane to share (the gateway shares it with the registry);
+            default: open `database_url`, closed with the retriever.
+        database_url: the control plane's URL (default: embedded SQLite in `data_dir`).
         qdrant_url: a Qdrant server URL; when given, the embedded engine is not used. A
             non-URL value is taken as a qdrant-client local-mode path (or ":memory:").
         qdrant_api_key: the server's API key.
@@ -36,6 +45,8 @@ def open_retriever(
             SciFact it beat our light-stemmer BM25, nDCG@10 0.690 vs 0.675).
         chunking: chunk budget and overlap.
         fusion: default hybrid fusion.
+        grace_s: how long retired points outlive the commit that retired them.
+        lease_s: how long a writer's staged work stays its own without a renewal.
 
     Returns:
         A retriever; call `close()` when done.
@@ -48,11 +59,17 @@ def open_retriever(
         )
     else:
         store = EdgeStore(data_dir / "qdrant")
+    owns_control = control is None
+    control = control or open_control_plane(database_url, data_dir)
     return Retriever(
         store,
         embedder or MiniLMEmbedder(),
         sparse or EdgeBm25Encoder(),
         data_dir / "catalog",
+        control=control,
+        owns_control=owns_control,
         chunking=chunking,
         fusion=fusion,
+        grace_s=grace_s,
+        lease_s=lease_s,
     )

@@ -1,91 +1,102 @@
-"""Atomic document replacement on a store without transactions.
+"""Atomic document replacement, shared by every replica, on a store without transactions.
 
-Qdrant applies each update on its own; replacing a document's chunks is several updates
-(write new, delete old), and a reader between them would see both versions or neither. So
-visibility is decided outside the points:
+Qdrant applies each update on its own; replacing a document's chunks is several updates (write
+new, delete old), and a reader between them would see both versions or neither. So visibility is
+decided in the control plane (`retrieval.catalog`, one transaction per step), which every
+gateway replica shares:
 
-1. Every chunk carries `rev`, a revision id unique to (tenant, doc id, version).
-2. The catalog (SQLite, one transaction per step) records which revision of each document is
-   live, and which revisions are pending: `staged` (being written) or `retired` (superseded).
-3. Every read excludes the pending revisions (`must_not rev in hidden`), taking the hidden set
-   from a `ReadGate` snapshot; the set is small: only documents in flight.
-4. Ingest: stage new revs in the catalog and publish them hidden -> wait until every reader
-   that started before that publication has finished (its snapshot does not hide the new
-   revs) -> write the points -> commit (one catalog transaction: new revs live, old revs
-   retired) and publish the new hidden set -> wait again for the older readers -> delete the
-   old points -> clear them from the catalog.
-   A reader sees the old version up to the commit and the new one after it: never a mix (the
-   hidden set changes in one step, and no point appears under a snapshot that does not hide
-   it) and never nothing (old points are deleted only after the last reader that could still
-   want them is gone).
-5. Crash recovery, when a collection is opened: points of every pending revision are deleted.
-   A crash before the commit leaves the old version live (the new one was only staged); a
-   crash after it leaves the new one live and the old one's points are collected.
-IDF for BM25 is computed over the same visible corpus, so staged chunks never shift scores.
-The catalog is per process (the embedded engine is owned by one process anyway); several
-gateway replicas over one Qdrant server would need the catalog shared, e.g. in the database.
+1. A collection has a generation (new on every create) and a staging counter `seq`. Every point
+   carries its revision `rev`, the generation `gen` and the `seq` it was staged under.
+2. A reader takes a snapshot in one statement: generation G, watermark W = the counter now, and
+   the hidden set (revisions staged or retired). Its query excludes other generations, points
+   with `seq > W` (staged after the snapshot) and hidden revisions.
+3. A writer stages (one transaction: counter + 1 -> s, new revisions recorded staged under its
+   lease), writes points with `seq = s`, renewing the lease as it goes, and commits (one
+   transaction: new revisions live, the versions they replace retired at time t).
+   A snapshot older than the staging has W < s and cannot see the new points; one taken between
+   staging and commit hides them; one after the commit sees them. No reader waits for a writer,
+   and no writer waits for readers.
+4. Retired points are deleted only after a grace period (`grace_s`, default 30 s) from t, by
+   whichever replica collects first. A read must finish within `read_budget_s` (half the grace)
+   of taking its snapshot, else it is retried with a fresh one, so no read can still need the
+   points when they go.
+5. A writer that dies leaves its revisions staged (hidden). Once its lease expires they become
+   retired and are collected one grace period later, so a live writer's work, whose lease it
+   keeps renewing, is never taken; a writer that lost its lease fails its commit.
+6. Dropping a collection removes its catalog rows in one transaction; a re-created collection
+   gets a new generation, so nothing of the old catalog, or of a writer still writing into the
+   old one, is ever visible in it.
+A reader sees the old version up to the commit and the new one after it: never a mix and never
+nothing. IDF for BM25 is computed over the same visible corpus, so staged chunks never shift
+scores. Snapshots may be cached per process for `snapshot_ttl_s` (default 0.2 s): another
+replica's commit is then visible here that much later; this replica's own writes drop its cache,
+so it always reads its own writes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from retrieval.catalog import Catalog, Snapshot
+
+T = TypeVar("T")
 
 
-class ReadGate:
-    """Publishes the hidden-revision set and tracks which snapshot each reader holds.
+class SnapshotTooOldError(TimeoutError):
+    """Reads kept outliving the read budget (a stalled store)."""
 
-    It is a small read-copy-update: readers never block on writers; a writer that retires
-    data waits for the readers that might still reference it (`wait_for_readers`).
+
+class Snapshots:
+    """Per-process cache of collection snapshots, read from the shared catalog.
+
+    Args:
+        catalog: the shared catalog.
+        ttl_s: how long a snapshot is reused (0: every read asks the catalog).
+        read_budget_s: how long a read may run from the moment its snapshot was taken.
     """
 
-    def __init__(self, hidden: frozenset[str] = frozenset()) -> None:
-        self._cond = threading.Condition()
-        self._hidden = hidden
-        self._epoch = 0
-        self._active: Counter[int] = Counter()
+    def __init__(self, catalog: Catalog, *, ttl_s: float, read_budget_s: float) -> None:
+        self._catalog = catalog
+        self._ttl = ttl_s
+        self._budget = read_budget_s
+        self._cache: dict[str, tuple[float, Snapshot | None]] = {}
+        self._lock = threading.Lock()
 
-    @property
-    def hidden(self) -> frozenset[str]:
-        """The current hidden set."""
-        with self._cond:
-            return self._hidden
+    def get(self, name: str) -> tuple[float, Snapshot | None]:
+        """(when the snapshot was taken on the monotonic clock, the snapshot or None)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(name)
+        if cached is not None and now - cached[0] <= self._ttl:
+            return cached
+        taken = time.monotonic()  # before the read: the snapshot is at least this old
+        fresh = (taken, self._catalog.snapshot(name))
+        if self._ttl > 0:
+            with self._lock:
+                self._cache[name] = fresh
+        return fresh
 
-    @contextmanager
-    def reading(self) -> Iterator[frozenset[str]]:
-        """Hold a snapshot of the hidden set for the duration of one read."""
-        with self._cond:
-            epoch, hidden = self._epoch, self._hidden
-            self._active[epoch] += 1
-        try:
-            yield hidden
-        finally:
-            with self._cond:
-                self._active[epoch] -= 1
-                if not self._active[epoch]:
-                    del self._active[epoch]
-                self._cond.notify_all()
+    def forget(self, name: str) -> None:
+        """Drop the cached snapshot (after this process changed the collection)."""
+        with self._lock:
+            self._cache.pop(name, None)
 
-    def publish(self, hidden: frozenset[str]) -> int:
-        """Replace the hidden set; returns the new epoch (readers after it see `hidden`)."""
-        with self._cond:
-            self._hidden = hidden
-            self._epoch += 1
-            return self._epoch
+    def read(self, name: str, body: Callable[[Snapshot | None], T], *, attempts: int = 3) -> T:
+        """Run `body` on a snapshot; retried on a fresh one when it outlived the read budget.
 
-    def wait_for_readers(self, epoch: int, timeout: float | None = None) -> bool:
-        """Block until no reader holds a snapshot older than `epoch`.
-
-        Args:
-            epoch: the epoch returned by `publish`.
-            timeout: seconds to wait at most (None: forever).
-
-        Returns:
-            True when the older readers are gone, False on timeout.
+        Raises:
+            SnapshotTooOldError: every attempt outlived the budget.
         """
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: all(e >= epoch for e in self._active), timeout=timeout
-            )
+        for _ in range(attempts):
+            taken, snapshot = self.get(name)
+            result = body(snapshot)
+            if time.monotonic() - taken <= self._budget:
+                return result
+            self.forget(name)
+        raise SnapshotTooOldError(
+            f"reads of {name!r} took longer than the read budget ({self._budget} s) "
+            f"{attempts} times in a row"
+        )

@@ -1,13 +1,13 @@
 """`Retriever`: chunk, embed (dense + BM25) and store documents; search them per tenant.
 
-Writes to a collection are serialized and follow the swap protocol in `retrieval.freshness`;
+Writes follow the swap protocol in `retrieval.freshness`, decided in the shared control plane, so
+any number of `Retriever`s (gateway replicas) over one vector store and one control plane agree;
 reads never block on writes.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from retrieval.catalog import Catalog, DocRecord, PendingRev
+from ragdock.controlplane import ControlPlane, open_control_plane
+from retrieval.catalog import Catalog, CollectionGoneError, DocRecord, Snapshot
 from retrieval.chunking import ChunkingConfig, chunk_document, content_version, iso_utc
 from retrieval.dense import Embedder
 from retrieval.extract import extract_text
-from retrieval.freshness import ReadGate
+from retrieval.freshness import Snapshots
 from retrieval.ranking import FusionConfig, RecencyDecay, parse_utc
 from retrieval.sparse import SparseEncoder
 from retrieval.store.base import Hit, Scope, StoredPoint, StoreQuery, VectorStore
@@ -58,14 +59,10 @@ class IngestReport:
     chunks: int = 0
 
 
-def revision(tenant: str, doc_id: str, version: str) -> str:
-    """Revision id of one version of a tenant's document (the freshness unit)."""
-    return str(uuid.uuid5(_REV_NAMESPACE, f"{tenant}\x1f{doc_id}\x1f{version}"))
-
-
-def point_id(tenant: str, chunk_id: str) -> str:
-    """Point id: the chunk id made tenant-specific, so two tenants never overwrite each other."""
-    return str(uuid.uuid5(_REV_NAMESPACE, f"{tenant}\x1f{chunk_id}"))
+def point_id(tenant: str, rev: str, chunk_id: str) -> str:
+    """Point id: the chunk id made tenant- and revision-specific, so two tenants never overwrite
+    each other and a new revision never overwrites points an older snapshot may still read."""
+    return str(uuid.uuid5(_REV_NAMESPACE, f"{tenant}\x1f{rev}\x1f{chunk_id}"))
 
 
 def _version(document: Document) -> str:
@@ -101,30 +98,27 @@ def _scored(hit: Hit) -> ScoredChunk:
     )
 
 
-class _Collection:
-    """Per-collection state: catalog, read gate, write lock."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self.gate = ReadGate(frozenset(p.rev for p in catalog.pending()))
-        self.write_lock = threading.Lock()
-
-
 class Retriever:
-    """Hybrid retrieval over one vector store.
+    """Hybrid retrieval over one vector store, its catalog in a shared control plane.
 
     Args:
         store: the Qdrant engine (`EdgeStore` or `QdrantClientStore`).
         embedder: dense encoder (its `count_tokens` sizes chunks).
         sparse: BM25 encoder.
-        catalog_dir: where the per-collection document catalogs live.
+        catalog_dir: where per-collection catalogs from before the control plane may lie (they
+            are imported on first use); also holds the embedded control plane when `control`
+            is not given.
+        control: the control-plane store (shared by replicas); default: embedded SQLite at
+            `catalog_dir/control.sqlite`, closed with the retriever.
+        owns_control: close `control` with the retriever (default: only when opened here).
         chunking: chunk budget and overlap.
         fusion: default hybrid fusion.
         reranker: optional reranker applied to fused candidates.
         commit_chunks: chunks embedded and committed per step of an ingest (bigger batches
             embed faster; each step is atomic per document).
-        grace_timeout: seconds a swap waits for older readers before leaving old points
-            hidden for later collection.
+        grace_s: how long retired points stay after the commit that retired them.
+        lease_s: how long a writer's staged revisions stay its own without a renewal.
+        snapshot_ttl_s: how long a read snapshot is reused in this process.
     """
 
     def __init__(
@@ -134,11 +128,15 @@ class Retriever:
         sparse: SparseEncoder,
         catalog_dir: Path,
         *,
+        control: ControlPlane | None = None,
+        owns_control: bool | None = None,
         chunking: ChunkingConfig = ChunkingConfig(),
         fusion: FusionConfig = DEFAULT_FUSION,
         reranker: Reranker | None = None,
         commit_chunks: int = 512,
-        grace_timeout: float = 30.0,
+        grace_s: float = 30.0,
+        lease_s: float = 60.0,
+        snapshot_ttl_s: float = 0.2,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -147,53 +145,66 @@ class Retriever:
         self.fusion = fusion
         self.reranker = reranker
         self._catalog_dir = Path(catalog_dir)
+        self._owns_control = control is None if owns_control is None else owns_control
+        self.control = control or open_control_plane(None, self._catalog_dir)
+        self.catalog = Catalog(self.control, lease_s=lease_s)
         self._commit_chunks = commit_chunks
-        self._grace = grace_timeout
-        self._collections: dict[str, _Collection] = {}
-        self._lock = threading.Lock()
-        # Test hook: called with a step name during a swap, to simulate a crash there.
+        self.grace_s = grace_s
+        # A read must end well inside the grace: see `freshness`, point 4.
+        self.snapshots = Snapshots(self.catalog, ttl_s=snapshot_ttl_s, read_budget_s=grace_s / 2)
+        # Test hook: called with a step name during a swap, to simulate a crash there (raise a
+        # BaseException that is not an Exception: a crash runs no cleanup).
         self.fault: Callable[[str], None] = lambda step: None
 
     # -- collections ---------------------------------------------------------------------
-    def _open(self, name: str) -> _Collection:
-        with self._lock:
-            state = self._collections.get(name)
-            if state is None:
-                if not self.store.collection_exists(name):
-                    raise KeyError(f"collection {name!r} does not exist")
-                catalog = Catalog(self._catalog_dir / f"{check_collection_name(name)}.sqlite")
-                state = _Collection(catalog)
-                self._recover(name, state)
-                self._collections[name] = state
-            return state
+    def _legacy_catalog(self, name: str) -> Path:
+        return self._catalog_dir / f"{check_collection_name(name)}.sqlite"
 
-    def _recover(self, name: str, state: _Collection) -> None:
-        """Delete the points of revisions a crash left pending (no reader exists yet)."""
-        pending = state.catalog.pending()
-        for tenant in {p.tenant for p in pending}:
-            self.store.delete_revs(name, tenant, [p.rev for p in pending if p.tenant == tenant])
-        state.catalog.clear([p.rev for p in pending])
-        state.gate.publish(frozenset())
+    def _generation(self, name: str) -> str:
+        """The collection's generation; a store collection the catalog does not know yet (made
+        before the control plane, or by a create that died half way) is registered."""
+        generation = self.catalog.generation(name)
+        if generation is not None:
+            return generation
+        if not self.store.collection_exists(name):
+            raise KeyError(f"collection {name!r} does not exist")
+        return self.catalog.ensure(name, legacy=self._legacy_catalog(name))
+
+    def _snapshot(self, name: str, snapshot: Snapshot | None) -> Snapshot:
+        if snapshot is not None:
+            return snapshot
+        self._generation(name)  # raises KeyError when there is no such collection
+        self.snapshots.forget(name)
+        fresh = self.catalog.snapshot(name)
+        if fresh is None:
+            raise KeyError(f"collection {name!r} does not exist")
+        return fresh
 
     def create_collection(self, name: str) -> None:
         """Create a collection (idempotent)."""
-        self.store.create_collection(check_collection_name(name), self.embedder.dim)
+        check_collection_name(name)
+        if not self.store.collection_exists(name):
+            # A catalog without its store collection belongs to one deleted outside ragdock:
+            # the new collection must not inherit it.
+            self.catalog.drop(name)
+            self.store.create_collection(name, self.embedder.dim)
+        self.catalog.ensure(name, legacy=self._legacy_catalog(name))
+        self.snapshots.forget(name)
 
     def list_collections(self) -> list[str]:
         """Collection names."""
         return self.store.list_collections()
 
     def delete_collection(self, name: str) -> None:
-        """Drop a collection with its catalog."""
-        with self._lock:
-            state = self._collections.pop(name, None)
-        if state is not None:
-            state.catalog.close()
+        """Drop a collection with its catalog (the catalog first: from that transaction on, no
+        replica sees anything of it, even before the store has deleted the points)."""
+        self.catalog.drop(check_collection_name(name))
+        self.snapshots.forget(name)
         self.store.delete_collection(name)
-        for suffix in ("", "-wal", "-shm"):
-            (self._catalog_dir / f"{check_collection_name(name)}.sqlite{suffix}").unlink(
-                missing_ok=True
-            )
+        for legacy in (self._legacy_catalog(name), self._legacy_catalog(name).with_suffix(
+            ".sqlite.imported"
+        )):  # fmt: skip
+            legacy.unlink(missing_ok=True)
 
     # -- writes --------------------------------------------------------------------------
     def ingest(
@@ -216,23 +227,24 @@ class Retriever:
             Counts of added, replaced and unchanged documents and of chunks written.
 
         Raises:
-            KeyError: when the collection does not exist.
+            KeyError: when the collection does not exist (or is dropped during the ingest).
             ValueError: for an empty tenant or an unsupported content type.
+            LeaseLostError: the writer stalled past its lease and its work was collected.
         """
         if not tenant:
             raise ValueError("tenant is required")
-        state = self._open(collection)
+        generation = self._generation(collection)
+        self.collect(collection)
         totals = IngestReport()
         now = datetime.now(UTC)
-        with state.write_lock:
-            for group in self._groups(state, tenant, documents, now):
-                totals = self._swap(collection, state, tenant, group, totals)
-                if progress is not None:
-                    progress(totals.chunks)
+        for group in self._groups(generation, tenant, documents, now):
+            totals = self._swap(collection, generation, tenant, group, totals)
+            if progress is not None:
+                progress(totals.chunks)
         return totals
 
     def _groups(
-        self, state: _Collection, tenant: str, documents: Iterable[Document], now: datetime
+        self, generation: str, tenant: str, documents: Iterable[Document], now: datetime
     ) -> Iterator[list[tuple[Document, str, list[Chunk]] | Document]]:
         """Documents chunked and grouped by about `commit_chunks` chunks; unchanged ones pass
         through bare, so they are counted without being written."""
@@ -240,7 +252,7 @@ class Retriever:
         size = 0
         for document in documents:
             version = _version(document)
-            live = state.catalog.live(tenant, document.doc_id)
+            live = self.catalog.live(generation, tenant, document.doc_id)
             if live is not None and live.version == version:
                 group.append(document)
                 continue
@@ -265,7 +277,7 @@ class Retriever:
     def _swap(
         self,
         name: str,
-        state: _Collection,
+        generation: str,
         tenant: str,
         group: list[tuple[Document, str, list[Chunk]] | Document],
         totals: IngestReport,
@@ -277,40 +289,37 @@ class Retriever:
                 unchanged += 1
             else:
                 entries[item[0].doc_id] = item  # a repeated doc id: the last one wins
-        revs = {doc_id: revision(tenant, doc_id, entry[1]) for doc_id, entry in entries.items()}
-        staged = [PendingRev(rev, tenant, doc_id, "staged") for doc_id, rev in revs.items()]
-        state.catalog.stage(staged)
-        epoch = state.gate.publish(state.gate.hidden | set(revs.values()))
-        # A reader whose snapshot predates this publication does not hide the new revisions:
-        # writing them under its feet would show it both versions. Wait it out first.
-        if not state.gate.wait_for_readers(epoch, self._grace):
-            state.catalog.clear(list(revs.values()))
-            state.gate.publish(state.gate.hidden - set(revs.values()))
-            raise TimeoutError(f"readers of {name!r} did not finish within {self._grace} s")
-        self.fault("staged")
-        chunks = [(doc_id, c) for doc_id, entry in entries.items() for c in entry[2]]
-        self._write(name, tenant, [(revs[doc_id], c) for doc_id, c in chunks])
-        self.fault("written")
-        records = [
-            DocRecord(
-                tenant,
-                doc_id,
-                version,
-                revs[doc_id],
-                doc.title,
-                doc.uri,
-                chunk_list[0].updated_at if chunk_list else iso_utc(datetime.now(UTC)),
-                len(chunk_list),
-            )
-            for doc_id, (doc, version, chunk_list) in entries.items()
-        ]
-        retired = state.catalog.commit(records)
-        replaced = len({p.doc_id for p in retired})
-        epoch = state.gate.publish(
-            (state.gate.hidden - set(revs.values())) | {p.rev for p in retired}
-        )
+        revs, seq = self.catalog.stage(name, generation, tenant, list(entries))
+        try:
+            self.fault("staged")
+            chunks = [(doc_id, c) for doc_id, entry in entries.items() for c in entry[2]]
+            self._write(name, generation, seq, tenant, [(revs[d], c) for d, c in chunks])
+            self.fault("written")
+            records = [
+                DocRecord(
+                    tenant,
+                    doc_id,
+                    version,
+                    revs[doc_id],
+                    doc.title,
+                    doc.uri,
+                    chunk_list[0].updated_at if chunk_list else iso_utc(datetime.now(UTC)),
+                    len(chunk_list),
+                )
+                for doc_id, (doc, version, chunk_list) in entries.items()
+            ]
+            retired = self.catalog.commit(name, generation, records)
+        except CollectionGoneError as exc:
+            raise KeyError(f"collection {name!r} was dropped during the ingest") from exc
+        except Exception:
+            # A failure we live through: hand the staged revisions to the collector now
+            # instead of after the lease (a crash, which runs nothing, waits for the lease).
+            self.catalog.abandon(generation, list(revs.values()))
+            raise
+        finally:
+            self.snapshots.forget(name)
         self.fault("committed")
-        self._collect(name, state, retired, epoch)
+        replaced = len({p.doc_id for p in retired})
         return IngestReport(
             added=totals.added + len(entries) - replaced,
             replaced=totals.replaced + replaced,
@@ -318,58 +327,72 @@ class Retriever:
             chunks=totals.chunks + len(chunks),
         )
 
-    def _write(self, name: str, tenant: str, chunks: list[tuple[str, Chunk]]) -> None:
+    def _write(
+        self, name: str, generation: str, seq: int, tenant: str, chunks: list[tuple[str, Chunk]]
+    ) -> None:
         if not chunks:
             return
         texts = [chunk.index_text for _, chunk in chunks]
         dense = self.embedder.embed_documents(texts)
         points = [
             StoredPoint(
-                point_id=point_id(tenant, chunk.chunk_id),
+                point_id=point_id(tenant, rev, chunk.chunk_id),
                 dense=dense[i].tolist(),
                 sparse=self.sparse.embed_document(texts[i]),
-                payload=_payload(tenant, rev, chunk),
+                payload=_payload(tenant, rev, generation, seq, chunk),
             )
             for i, (rev, chunk) in enumerate(chunks)
         ]
+        revs = sorted({rev for rev, _ in chunks})
         for start in range(0, len(points), 256):
+            # The lease is checked (and extended) right before each write, so a writer that
+            # stalled past it stops before its points could outlive the collector's delete.
+            self.catalog.renew(generation, revs)
             self.store.upsert(name, points[start : start + 256])
 
-    def _collect(
-        self, name: str, state: _Collection, retired: list[PendingRev], epoch: int
-    ) -> None:
-        """Delete retired points once no reader can still be using them.
+    def collect(self, collection: str) -> int:
+        """Delete the points of revisions retired more than the grace period ago (and of dead
+        writers' expired leases, one grace after they expire). Any replica may run it; the
+        deletes are idempotent. A store that fails leaves the rows for the next pass.
 
-        This is cleanup after the catalog commit, which is what made the change; a store that
-        fails here must not fail (or undo) the change. Its points stay hidden and pending, and
-        the next open of the collection collects them.
+        Returns:
+            How many revisions were collected.
         """
-        if not retired or not state.gate.wait_for_readers(epoch, self._grace):
-            return  # left hidden and pending; the next open collects them
+        generation = self.catalog.generation(collection)
+        if generation is None:
+            return 0
+        due = self.catalog.due(generation, self.grace_s)
+        if not due:
+            return 0
         try:
-            for tenant in {p.tenant for p in retired}:
-                revs = [p.rev for p in retired if p.tenant == tenant]
-                self.store.delete_revs(name, tenant, revs)
+            for tenant in {p.tenant for p in due}:
+                self.store.delete_revs(
+                    collection, tenant, [p.rev for p in due if p.tenant == tenant]
+                )
         except Exception:
-            log.warning("could not delete retired points in %r; left for the next open", name)
-            return
-        state.catalog.clear([p.rev for p in retired])
-        state.gate.publish(state.gate.hidden - {p.rev for p in retired})
+            log.warning("could not delete retired points in %r; left for the next pass", collection)
+            return 0
+        self.catalog.clear(generation, [p.rev for p in due])
+        return len(due)
+
+    def collect_all(self) -> int:
+        """`collect` over every collection (the gateway runs this periodically)."""
+        return sum(self.collect(name) for name in self.catalog.names())
 
     def delete_document(self, collection: str, tenant: str, doc_id: str) -> bool:
-        """Remove a document atomically for readers.
+        """Remove a document atomically for readers (its points go after the grace period).
 
         Returns:
             True when the document existed.
         """
-        state = self._open(collection)
-        with state.write_lock:
-            retired = state.catalog.remove(tenant, doc_id)
-            if retired is None:
-                return False
-            epoch = state.gate.publish(state.gate.hidden | {retired.rev})
-            self._collect(collection, state, [retired], epoch)
-            return True
+        generation = self._generation(collection)
+        try:
+            retired = self.catalog.remove(collection, generation, tenant, doc_id)
+        except CollectionGoneError as exc:
+            raise KeyError(f"collection {collection!r} was dropped") from exc
+        finally:
+            self.snapshots.forget(collection)
+        return retired is not None
 
     # -- reads ---------------------------------------------------------------------------
     def list_documents(
@@ -386,7 +409,8 @@ class Retriever:
         Returns:
             The page; `next_after` is None on the last page.
         """
-        records = self._open(collection).catalog.page(tenant, limit + 1, after)
+        generation = self._generation(collection)
+        records = self.catalog.page(generation, tenant, limit + 1, after)
         docs = [r.info() for r in records[:limit]]
         return DocumentPage(docs, docs[-1].doc_id if len(records) > limit else None)
 
@@ -394,15 +418,20 @@ class Retriever:
         self, collection: str, tenant: str, doc_id: str
     ) -> tuple[DocumentInfo, list[ScoredChunk]] | None:
         """A live document and its chunks in position order (None when absent)."""
-        state = self._open(collection)
-        record = state.catalog.live(tenant, doc_id)
-        if record is None:
-            return None
-        with state.gate.reading() as hidden:
-            scope = Scope(tenant=tenant, hidden_revs=hidden, revs=(record.rev,))
+
+        def read(
+            snapshot: Snapshot | None,
+        ) -> tuple[DocumentInfo, list[ScoredChunk]] | None:
+            snapshot = self._snapshot(collection, snapshot)
+            record = self.catalog.live(snapshot.generation, tenant, doc_id)
+            if record is None:
+                return None
+            scope = _visible(snapshot, tenant, revs=(record.rev,))
             hits = self.store.scroll(collection, scope, max(record.chunk_count, 1))
-        chunks = sorted(hits, key=lambda h: int(h.payload.get("index", 0)))
-        return record.info(), [_scored(h) for h in chunks]
+            chunks = sorted(hits, key=lambda h: int(h.payload.get("index", 0)))
+            return record.info(), [_scored(h) for h in chunks]
+
+        return self.snapshots.read(collection, read)
 
     def search(
         self,
@@ -438,7 +467,6 @@ class Retriever:
         """
         if not tenant:
             raise ValueError("tenant is required")
-        state = self._open(collection)
         mode = SearchMode(mode)
         # Encode before taking a snapshot: the gate should be held for the query only.
         dense = self.embedder.embed_query(query).tolist() if mode is not SearchMode.SPARSE else None
@@ -450,10 +478,11 @@ class Retriever:
         wide = recency is not None or self.reranker is not None
         limit = max(top_k * 4, top_k) if wide else top_k
         flt = filter or SearchFilter()
-        with state.gate.reading() as hidden:
-            scope = Scope(
-                tenant=tenant,
-                hidden_revs=hidden,
+
+        def read(snapshot: Snapshot | None) -> list[ScoredChunk]:
+            scope = _visible(
+                self._snapshot(collection, snapshot),
+                tenant,
                 doc_ids=flt.doc_ids,
                 metadata=flt.metadata,
                 updated_from=iso_utc(flt.updated_from) if flt.updated_from else None,
@@ -462,7 +491,9 @@ class Retriever:
             request = StoreQuery(
                 scope=scope, limit=limit, dense=dense, sparse=sparse, fusion=fusion or self.fusion
             )
-            chunks = [_scored(hit) for hit in self.store.query(collection, request)]
+            return [_scored(hit) for hit in self.store.query(collection, request)]
+
+        chunks = self.snapshots.read(collection, read)
         if recency is not None:
             now = datetime.now(UTC)
             chunks = sorted(
@@ -479,12 +510,10 @@ class Retriever:
         return chunks[:top_k]
 
     def close(self) -> None:
-        """Close catalogs and the store."""
-        with self._lock:
-            states, self._collections = list(self._collections.values()), {}
-        for state in states:
-            state.catalog.close()
+        """Close the store (and the control plane when the retriever opened it)."""
         self.store.close()
+        if self._owns_control:
+            self.control.close()
 
 
 def _rescore(chunk: ScoredChunk, score: float) -> ScoredChunk:
@@ -493,11 +522,24 @@ def _rescore(chunk: ScoredChunk, score: float) -> ScoredChunk:
     return replace(chunk, score=score)
 
 
-def _payload(tenant: str, rev: str, chunk: Chunk) -> dict[str, Any]:
+def _visible(snapshot: Snapshot, tenant: str, **narrowing: Any) -> Scope:
+    """The tenant's points a read with this snapshot may see (see `freshness`, point 2)."""
+    return Scope(
+        tenant=tenant,
+        hidden_revs=snapshot.hidden,
+        generation=snapshot.generation,
+        max_seq=snapshot.watermark,
+        **narrowing,
+    )
+
+
+def _payload(tenant: str, rev: str, generation: str, seq: int, chunk: Chunk) -> dict[str, Any]:
     return {
         "tenant_id": tenant,
         "doc_id": chunk.doc_id,
         "rev": rev,
+        "gen": generation,
+        "seq": seq,
         "chunk_id": chunk.chunk_id,
         "version": chunk.version,
         "index": chunk.index,

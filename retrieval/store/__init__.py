@@ -2,13 +2,14 @@
 
 from retrieval.store.base import Hit, Scope, StoredPoint, StoreQuery, VectorStore
 from retrieval.store.client import QdrantClientStore
-from retrieval.store.edge import EdgeStore, check_collection_name
+from retrieval.store.edge import EdgeStore, StoreInUseError, check_collection_name
 
 __all__ = [
     "EdgeStore",
     "Hit",
     "QdrantClientStore",
     "Scope",
+    "StoreInUseError",
     "StoreQuery",
     "StoredPoint",
     "VectorStore",

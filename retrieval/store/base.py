@@ -21,6 +21,10 @@ SPARSE = "bm25"
 TENANT_FIELD = "tenant_id"
 DOC_FIELD = "doc_id"
 REV_FIELD = "rev"
+# The collection generation and staging sequence a point was written under (see `freshness`).
+# Points written before the control plane carry neither and stay visible.
+GEN_FIELD = "gen"
+SEQ_FIELD = "seq"
 UPDATED_FIELD = "updated_at"
 META_FIELD = "meta"
 
@@ -32,6 +36,9 @@ class Scope:
     Attributes:
         tenant: the tenant whose points are visible (required).
         hidden_revs: revisions to exclude (staged or retired versions; see `freshness`).
+        generation: when set, points written under another generation of the collection are
+            excluded.
+        max_seq: when set, points staged after the reader's snapshot are excluded.
         doc_ids: only these documents.
         revs: only these revisions.
         metadata: exact matches on `meta.<field>`.
@@ -41,6 +48,8 @@ class Scope:
 
     tenant: str
     hidden_revs: frozenset[str] = frozenset()
+    generation: str | None = None
+    max_seq: int | None = None
     doc_ids: tuple[str, ...] | None = None
     revs: tuple[str, ...] | None = None
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
@@ -57,7 +66,12 @@ class Scope:
         IDF ignores the caller's narrowing filters (stable scores), but never counts another
         tenant's points nor staged/retired versions.
         """
-        return Scope(tenant=self.tenant, hidden_revs=self.hidden_revs)
+        return Scope(
+            tenant=self.tenant,
+            hidden_revs=self.hidden_revs,
+            generation=self.generation,
+            max_seq=self.max_seq,
+        )
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from typing import Any
 from retrieval.store.base import (
     DENSE,
     DOC_FIELD,
+    GEN_FIELD,
     META_FIELD,
     REV_FIELD,
+    SEQ_FIELD,
     SPARSE,
     TENANT_FIELD,
     UPDATED_FIELD,
@@ -52,6 +54,13 @@ def client_filter(scope: Scope) -> Any:
     if scope.hidden_revs:
         hidden = m.MatchAny(any=sorted(scope.hidden_revs))
         must_not.append(m.FieldCondition(key=REV_FIELD, match=hidden))
+    # Exclusions, so points written before the control plane (without the fields) stay visible.
+    if scope.generation is not None:
+        other = m.MatchExcept(**{"except": [scope.generation]})
+        must_not.append(m.FieldCondition(key=GEN_FIELD, match=other))
+    if scope.max_seq is not None:
+        later = m.Range(gt=float(scope.max_seq))
+        must_not.append(m.FieldCondition(key=SEQ_FIELD, range=later))
     return m.Filter(must=must, must_not=must_not or None)
 
 
@@ -108,6 +117,8 @@ class QdrantClientStore:
             (TENANT_FIELD, m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, is_tenant=True)),
             (DOC_FIELD, m.PayloadSchemaType.KEYWORD),
             (REV_FIELD, m.PayloadSchemaType.KEYWORD),
+            (GEN_FIELD, m.PayloadSchemaType.KEYWORD),
+            (SEQ_FIELD, m.PayloadSchemaType.INTEGER),
             (UPDATED_FIELD, m.PayloadSchemaType.DATETIME),
         ]
         with warnings.catch_warnings():

@@ -1,11 +1,15 @@
 """`EdgeStore`: Qdrant's engine embedded in-process (qdrant-edge-py), one shard per collection.
 
-Layout: `<data_dir>/<collection>/` is the shard directory (WAL + segments). The engine locks
-the directory, so one process owns a data dir; others go through the gateway.
+Layout: `<data_dir>/<collection>/` is the shard directory (WAL + segments). One process owns a
+data dir: `EdgeStore` holds an exclusive lock on `<data_dir>/.owner.lock` while it is open, and a
+second process is refused with `StoreInUseError` instead of corrupting the shards. Several
+replicas need a Qdrant server (`RAGDOCK_QDRANT_URL`) instead.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import shutil
 import threading
@@ -16,8 +20,10 @@ from typing import Any
 from retrieval.store.base import (
     DENSE,
     DOC_FIELD,
+    GEN_FIELD,
     META_FIELD,
     REV_FIELD,
+    SEQ_FIELD,
     SPARSE,
     TENANT_FIELD,
     UPDATED_FIELD,
@@ -63,7 +69,19 @@ def edge_filter(scope: Scope) -> Any:
     if scope.hidden_revs:
         hidden = qe.MatchAny(sorted(scope.hidden_revs))
         must_not.append(qe.FieldCondition(key=REV_FIELD, match=hidden))
+    # Written as exclusions so that points without the field (written before the control
+    # plane existed) are not excluded.
+    if scope.generation is not None:
+        other = qe.MatchExcept([scope.generation])
+        must_not.append(qe.FieldCondition(key=GEN_FIELD, match=other))
+    if scope.max_seq is not None:
+        later = qe.RangeFloat(gt=float(scope.max_seq))
+        must_not.append(qe.FieldCondition(key=SEQ_FIELD, range=later))
     return qe.Filter(must=must, must_not=must_not or None)
+
+
+class StoreInUseError(RuntimeError):
+    """Another process has the embedded store open."""
 
 
 class EdgeStore:
@@ -71,11 +89,15 @@ class EdgeStore:
 
     Args:
         data_dir: directory holding one shard directory per collection (created if absent).
+
+    Raises:
+        StoreInUseError: another process (or another open `EdgeStore`) holds the data dir.
     """
 
     def __init__(self, data_dir: Path) -> None:
         self._dir = Path(data_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._owner = _take_ownership(self._dir)
         self._shards: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -108,13 +130,14 @@ class EdgeStore:
                 TENANT_FIELD, qe.KeywordIndexParams(is_tenant=True)
             )
         )
-        for keyword in (DOC_FIELD, REV_FIELD):
+        for keyword in (DOC_FIELD, REV_FIELD, GEN_FIELD):
             shard.update(
                 qe.UpdateOperation.create_field_index(keyword, qe.PayloadSchemaType.Keyword)
             )
         shard.update(
             qe.UpdateOperation.create_field_index(UPDATED_FIELD, qe.PayloadSchemaType.Datetime)
         )
+        shard.update(qe.UpdateOperation.create_field_index(SEQ_FIELD, qe.PayloadSchemaType.Integer))
         with self._lock:
             self._shards[name] = shard
 
@@ -221,3 +244,28 @@ class EdgeStore:
         for shard in shards:
             shard.flush()
             shard.close()
+        if self._owner is not None:
+            self._owner.close()  # releases the lock
+            self._owner = None
+
+
+def _take_ownership(data_dir: Path) -> Any:
+    """Lock the data dir for this process; the lock dies with the process, even on kill -9."""
+    handle = (data_dir / ".owner.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreInUseError(
+            f"the embedded vector store at {data_dir} is in use by another process ({holder}). "
+            "The embedded engine belongs to one process: run one gateway per data dir, or run "
+            "several replicas against a Qdrant server (RAGDOCK_QDRANT_URL) and a PostgreSQL "
+            "control plane (RAGDOCK_DATABASE_URL)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle

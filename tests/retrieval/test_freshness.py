@@ -1,5 +1,6 @@
 """Atomic document replacement: simulated crashes between steps, and a reader that queries
-during many swaps and must always see exactly one whole version."""
+during many swaps and must always see exactly one whole version. (Across several replicas:
+`test_replicas.py`.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from retrieval.dense import MiniLMEmbedder
-from retrieval.freshness import ReadGate
+from retrieval.freshness import SnapshotTooOldError
 from retrieval.service import Retriever
 from retrieval.sparse import Bm25Encoder
 from retrieval.store import EdgeStore, Hit, QdrantClientStore, Scope, StoreQuery, VectorStore
@@ -21,6 +22,12 @@ from retrieval.types import Document, SearchFilter, SearchMode
 C = "kb"
 T = "tenant"
 _GEN = re.compile(r"generation (\d+)")
+# Short enough for a test to wait them out; the defaults are 60 s and 30 s.
+LEASE_S, GRACE_S = 0.6, 0.4
+
+
+class Crash(BaseException):
+    """A simulated crash: not an `Exception`, so no cleanup handler runs, as in a real one."""
 
 
 def versioned(generation: int) -> Document:
@@ -54,14 +61,22 @@ class SlowQueries:
 
 
 def open_retriever(
-    kind: str, root: Path, embedder: MiniLMEmbedder, query_delay: float = 0.0
+    kind: str, root: Path, embedder: MiniLMEmbedder, query_delay: float = 0.0, **options: Any
 ) -> Retriever:
     store = make_store(kind, root)
     if query_delay:
         store = cast(VectorStore, SlowQueries(store, query_delay))
-    r = Retriever(store, embedder, Bm25Encoder(), root / "catalog")
+    r = Retriever(store, embedder, Bm25Encoder(), root / "catalog", **options)
     r.create_collection(C)
     return r
+
+
+def settle(r: Retriever) -> None:
+    """Wait out a dead writer's lease and then the grace, collecting after each."""
+    time.sleep(LEASE_S)
+    r.collect(C)
+    time.sleep(GRACE_S)
+    r.collect(C)
 
 
 def generations(r: Retriever, mode: SearchMode = SearchMode.HYBRID) -> list[int]:
@@ -76,26 +91,15 @@ def generations(r: Retriever, mode: SearchMode = SearchMode.HYBRID) -> list[int]
     return [int(_GEN.findall(h.text)[0]) for h in hits]
 
 
-def test_read_gate_waits_only_for_older_readers() -> None:
-    gate = ReadGate()
-    entered, release = threading.Event(), threading.Event()
-
-    def old_reader() -> None:
-        with gate.reading() as hidden:
-            assert hidden == frozenset()
-            entered.set()
-            release.wait(5)
-
-    thread = threading.Thread(target=old_reader)
-    thread.start()
-    entered.wait(5)
-    epoch = gate.publish(frozenset({"r1"}))
-    with gate.reading() as hidden:  # a newer reader sees the new set and is not waited for
-        assert hidden == {"r1"}
-        assert not gate.wait_for_readers(epoch, timeout=0.05)  # the old reader is still in
-        release.set()
-        thread.join(5)
-        assert gate.wait_for_readers(epoch, timeout=1)
+def test_a_read_that_outlives_its_budget_is_retried_on_a_fresh_snapshot(
+    tmp_path: Path, embedder: MiniLMEmbedder
+) -> None:
+    # Budget = grace / 2 = 0.05 s; each query takes 0.2 s, so no read can be trusted.
+    r = open_retriever("edge", tmp_path, embedder, query_delay=0.2, grace_s=0.1)
+    r.ingest(C, T, [versioned(1)])
+    with pytest.raises(SnapshotTooOldError, match="read budget"):
+        generations(r)
+    r.close()
 
 
 @pytest.mark.parametrize("kind", ["edge", "client"])
@@ -103,25 +107,26 @@ def test_read_gate_waits_only_for_older_readers() -> None:
 def test_crash_between_steps(
     kind: str, step: str, tmp_path: Path, embedder: MiniLMEmbedder
 ) -> None:
-    r = open_retriever(kind, tmp_path, embedder)
+    r = open_retriever(kind, tmp_path, embedder, lease_s=LEASE_S, grace_s=GRACE_S)
     r.ingest(C, T, [versioned(1)])
     assert generations(r) == [1, 1, 1]
 
     def crash(at: str) -> None:
         if at == step:
-            raise RuntimeError(f"simulated crash after {at}")
+            raise Crash(f"simulated crash after {at}")
 
     r.fault = crash
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(Crash):
         r.ingest(C, T, [versioned(2)])
     # Still in the crashed process: readers see one whole version, never a mix.
     assert generations(r) == ([2, 2, 2] if step == "committed" else [1, 1, 1])
     r.close()
 
-    reopened = open_retriever(kind, tmp_path, embedder)
+    reopened = open_retriever(kind, tmp_path, embedder, lease_s=LEASE_S, grace_s=GRACE_S)
     expected = 2 if step == "committed" else 1
     for mode in SearchMode:
         assert generations(reopened, mode) == [expected] * 3
+    settle(reopened)
     assert reopened.store.count(C, Scope(tenant=T)) == 3  # the other version's points are gone
     info = reopened.get_document(C, T, "report")
     assert info is not None and [_GEN.findall(c.text)[0] for c in info[1]] == [str(expected)] * 3
@@ -136,7 +141,7 @@ def test_crash_between_steps(
 def test_reader_never_sees_a_mix_or_nothing_during_swaps(
     kind: str, tmp_path: Path, embedder: MiniLMEmbedder
 ) -> None:
-    r = open_retriever(kind, tmp_path, embedder, query_delay=0.02)
+    r = open_retriever(kind, tmp_path, embedder, query_delay=0.02, grace_s=1.0)
     r.ingest(C, T, [versioned(0)])
     swaps = 15
     done = threading.Event()
@@ -165,5 +170,7 @@ def test_reader_never_sees_a_mix_or_nothing_during_swaps(
     assert len(seen) >= swaps  # the reader really ran during the swaps
     assert len({gens[0] for gens in seen}) > 2  # and saw several versions go by
     assert generations(r) == [swaps] * 3
+    time.sleep(1.0)
+    r.collect(C)
     assert r.store.count(C, Scope(tenant=T)) == 3
     r.close()

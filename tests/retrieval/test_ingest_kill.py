@@ -4,19 +4,21 @@ no half document is visible (every document's points are exactly one whole versi
 A child process (`tests/retrieval/ingest_child.py`) ingests into the real embedded Qdrant engine
 with the real embedder and writes an acknowledgement after each `ingest` returns, as the gateway
 answers 200 only then. The test SIGKILLs it at varied moments, reopens the store as a restarted
-gateway would, and checks the store itself, not only what a search shows."""
+gateway would, and checks the store itself, not only what a search shows. It runs once with the
+embedded SQLite control plane and once against a real PostgreSQL server.
+
+A killed writer runs no cleanup: its staged revision stays hidden until its lease expires, the
+old version stays live meanwhile, and only then is its work collected."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ import pytest
 from retrieval.factory import open_retriever
 from retrieval.service import Retriever
 from retrieval.store.base import Scope
-from tests.retrieval.ingest_child import COLLECTION, TENANT
+from tests.retrieval.ingest_child import COLLECTION, GRACE_S, LEASE_S, TENANT
 
 _SEQUENCE = re.compile(r"Sequence (\d+)\.")
 # After which acknowledgement, and how long after it, each round's kill lands: at once (chunking),
@@ -39,11 +41,13 @@ def _acks(path: Path) -> list[tuple[str, int]]:
     return [(doc_id, int(seq)) for doc_id, seq in (line.split() for line in lines if line)]
 
 
-def _kill_mid_ingest(data_dir: Path, ack_file: Path, start: int, acks: int, delay: float) -> None:
+def _kill_mid_ingest(
+    data_dir: Path, ack_file: Path, start: int, acks: int, delay: float, database_url: str
+) -> None:
     before = len(_acks(ack_file))
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.retrieval.ingest_child", str(data_dir), str(ack_file),
-         str(start)],
+         str(start), database_url],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     try:
@@ -58,10 +62,29 @@ def _kill_mid_ingest(data_dir: Path, ack_file: Path, start: int, acks: int, dela
         child.wait()
 
 
-def _pending_revisions(data_dir: Path) -> int:
-    """Revisions a killed swap left staged or retired, read before anything recovers them."""
-    with closing(sqlite3.connect(data_dir / "catalog" / f"{COLLECTION}.sqlite")) as db:
-        return int(db.execute("SELECT count(*) FROM pending").fetchone()[0])
+def _pending_revisions(retriever: Retriever) -> int:
+    """Revisions a killed swap left staged or retired, read before anything collects them."""
+    generation = retriever.catalog.generation(COLLECTION)
+    assert generation is not None
+    return len(retriever.catalog.pending(generation))
+
+
+def _check_visible(retriever: Retriever, acked: list[tuple[str, int]]) -> None:
+    """Before any collection: every acknowledged document reads as one whole version."""
+    last_acked = dict(acked)
+    for doc_id, seq in last_acked.items():
+        found = retriever.get_document(COLLECTION, TENANT, doc_id)
+        assert found is not None, f"acknowledged {doc_id} (sequence {seq}) is not visible"
+        versions = {_sequence(c.text) for c in found[1]}
+        assert len(versions) == 1 and versions.pop() >= seq, f"{doc_id}: {versions}"
+
+
+def _settle(retriever: Retriever) -> None:
+    """Wait out the dead writer's lease, then the grace, collecting after each."""
+    time.sleep(LEASE_S)
+    retriever.collect(COLLECTION)
+    time.sleep(GRACE_S)
+    retriever.collect(COLLECTION)
 
 
 def _sequence(text: str) -> int:
@@ -112,18 +135,24 @@ def _check_after_restart(retriever: Retriever, acked: list[tuple[str, int]]) -> 
 
 
 @pytest.mark.timeout(900)
-def test_kill_9_mid_ingest_loses_no_acknowledged_document(tmp_path: Path) -> None:
+def test_kill_9_mid_ingest_loses_no_acknowledged_document(
+    tmp_path: Path, control_plane_url: str
+) -> None:
     data_dir, ack_file = tmp_path / "data", tmp_path / "acks.txt"
     start = 0
     interrupted = 0
     for acks, delay in ROUNDS:
-        _kill_mid_ingest(data_dir, ack_file, start, acks, delay)
+        _kill_mid_ingest(data_dir, ack_file, start, acks, delay, control_plane_url)
         acked = _acks(ack_file)
-        interrupted += _pending_revisions(data_dir)
         # The next round starts past anything the killed child may have begun.
         start = max(seq for _, seq in acked) + 2
-        retriever = open_retriever(data_dir)
+        retriever = open_retriever(
+            data_dir, database_url=control_plane_url, lease_s=LEASE_S, grace_s=GRACE_S
+        )
         try:
+            interrupted += _pending_revisions(retriever)
+            _check_visible(retriever, acked)
+            _settle(retriever)
             _check_after_restart(retriever, acked)
         finally:
             retriever.close()

@@ -5,6 +5,7 @@ MiniLM embedder and the real BM25 encoder."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ragdock.controlplane import open_control_plane
 from retrieval.dense import MiniLMEmbedder
 from retrieval.ranking import FusionConfig, RecencyDecay
 from retrieval.service import Retriever
@@ -84,6 +86,9 @@ QUERIES = [
 ]
 
 
+GRACE_S = 0.2  # retired points are collected this long after their commit
+
+
 def make_store(kind: str, root: Path) -> VectorStore:
     if kind == "edge":
         return EdgeStore(root / "edge")
@@ -96,13 +101,31 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def retriever(kind: str, tmp_path: Path, embedder: MiniLMEmbedder) -> Iterator[Retriever]:
-    r = Retriever(make_store(kind, tmp_path), embedder, Bm25Encoder(), tmp_path / "catalog")
+def retriever(
+    kind: str, control_plane_url: str, tmp_path: Path, embedder: MiniLMEmbedder
+) -> Iterator[Retriever]:
+    """Each store (embedded engine, qdrant-client) over each control plane (SQLite, PostgreSQL)."""
+    control = open_control_plane(control_plane_url, tmp_path)
+    r = Retriever(
+        make_store(kind, tmp_path),
+        embedder,
+        Bm25Encoder(),
+        tmp_path / "catalog",
+        control=control,
+        grace_s=GRACE_S,
+    )
     r.create_collection(C)
     r.ingest(C, "t1", DOCS_T1)
     r.ingest(C, "t2", DOCS_T2)
     yield r
     r.close()
+    control.close()
+
+
+def collect_now(r: Retriever) -> None:
+    """Wait out the grace period and collect retired points."""
+    time.sleep(r.grace_s)
+    r.collect(C)
 
 
 def ids(hits: list[ScoredChunk]) -> list[str]:
@@ -201,6 +224,7 @@ def test_delete_document(retriever: Retriever) -> None:
     assert retriever.delete_document(C, "t1", "volcano")
     assert not retriever.delete_document(C, "t1", "volcano")
     assert "volcano" not in ids(retriever.search(C, "t1", "volcano magma", top_k=10))
+    collect_now(retriever)
     assert retriever.store.count(C, Scope(tenant="t1", doc_ids=("volcano",))) == 0
     assert retriever.get_document(C, "t2", "photo") is not None  # other tenant's same id kept
     assert "volcano" not in [d.doc_id for d in retriever.list_documents(C, "t1").documents]
@@ -215,6 +239,7 @@ def test_reingest_is_idempotent_and_replaces_changed_content(retriever: Retrieve
     )
     report = retriever.ingest(C, "t1", [new])
     assert (report.replaced, report.added) == (1, 0)
+    collect_now(retriever)
     assert retriever.store.count(C, Scope(tenant="t1")) == before  # old chunk gone, new one in
     info, chunks = retriever.get_document(C, "t1", "volcano") or (None, [])
     assert info is not None and info.title == "Geysers" and "Geysers" in chunks[0].text
