@@ -1,31 +1,39 @@
-"""The adapter registry on a filesystem path (a shared volume when several replicas serve).
+"""The adapter registry: records in the control plane, weights as files on a (shared) volume.
 
-Layout:
-    ROOT/audit.log                 append-only JSON lines: who did what, when
-    ROOT/NAME/aliases.json         {"prod": {"version": "v2", "history": ["v1"]}, ...}
-    ROOT/NAME/VERSION/             PEFT files, manifest.json, eval_report.json, registry.json
+The control plane (`ragdock.controlplane`) holds every version ever pushed (a deleted one keeps its
+row, so its label `NAME@vN` is never handed out again and no engine replica can cache other weights
+under it), the aliases with their history, eval reports with their gate verdicts, and the audit
+log. Each operation is one transaction, with the audit entry in it.
+
+Files, written once and never changed:
+    ROOT/NAME/VERSION/             PEFT files, manifest.json, registry.json (the record at push)
     ROOT/.resolver/NAME@VERSION/   the same adapter as vLLM's filesystem LoRA resolver wants it:
                                    named as requests name it, base_model_name_or_path = the
                                    engine's --model value (the resolver checks that)
+A push copies into a hidden staging directory, fsyncs every file and directory, renames it into
+place and fsyncs the parent, all before the transaction that records it commits: a record never
+points at files a power loss could take back. A crash before that commit leaves an unrecorded
+directory, which the next push of that label moves aside.
 
-A push copies into a hidden temporary directory and renames it into place, so a version is either
-complete or absent. Mutations hold an exclusive lock on ROOT/.lock; readers need none because every
-file is replaced by rename, never rewritten in place.
+Registries from before the control plane (aliases.json, audit.log and registry.json files) are
+imported on open, one adapter name at a time, the files left as they were.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection, func, select, text, update
 
 from adapters.base_match import BaseModelIdentity, check_base_model
 from adapters.errors import (
@@ -36,6 +44,8 @@ from adapters.errors import (
 )
 from adapters.names import check_alias, check_name, check_version
 from adapters.validation import AdapterInfo, AdapterLimits, validate_adapter_dir
+from ragdock.controlplane import ControlPlane, open_control_plane
+from ragdock.controlplane.schema import adapter_aliases, adapter_versions, audit_log
 
 MANIFEST = "manifest.json"
 EVAL_REPORT = "eval_report.json"
@@ -43,6 +53,8 @@ RECORD = "registry.json"
 RESOLVER_DIR = ".resolver"
 ALIASES = "aliases.json"
 AUDIT_LOG = "audit.log"
+# A staging directory older than this belongs to a push that died (pushes take seconds).
+_STALE_STAGING_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -64,13 +76,16 @@ class AdapterRegistry:
         limits: AdapterLimits,
         base: BaseModelIdentity,
         *,
+        control: ControlPlane | None = None,
         engine_base_name: str | None = None,
     ) -> None:
         """
         Args:
-            root: the registry directory (created if missing).
+            root: the directory of adapter files (created if missing).
             limits: what the engine accepts (rank, size, modules).
             base: the served base model, which adapters must match.
+            control: the control plane holding the records (shared by replicas); default:
+                an embedded SQLite file `ROOT/.registry.sqlite`, for one process.
             engine_base_name: the engine's --model value; when given, every version is also
                 published under ROOT/.resolver for vLLM's filesystem LoRA resolver.
         """
@@ -79,56 +94,74 @@ class AdapterRegistry:
         self.base = base
         self.engine_base_name = engine_base_name
         root.mkdir(parents=True, exist_ok=True)
+        self._owns_control = control is None
+        self.control = control or open_control_plane(None, root / ".registry")
+        # Test hook: called with a step name inside push and promote, to simulate a crash
+        # there (raise a BaseException: the open transaction is rolled back, as a crash would).
+        self.fault: Callable[[str], None] = lambda step: None
+        self._import_files()
 
     # --- reads ----------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        with self.control.read() as conn:
+            rows = conn.execute(
+                select(adapter_versions.c.name)
+                .where(adapter_versions.c.deleted_at.is_(None))
+                .distinct()
+            ).scalars()
+            return sorted(rows)
 
     def versions(self, name: str) -> list[AdapterVersion]:
-        directory = self.root / check_name(name)
-        if not directory.is_dir():
-            return []
-        found = [
-            self._load_version(name, p.name)
-            for p in directory.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / RECORD).is_file()
-        ]
-        return sorted(found, key=lambda v: (v.record.get("pushed_at", 0), v.version))
+        with self.control.read() as conn:
+            rows = conn.execute(
+                select(adapter_versions.c.version, adapter_versions.c.record)
+                .where(
+                    adapter_versions.c.name == check_name(name),
+                    adapter_versions.c.deleted_at.is_(None),
+                )
+                .order_by(adapter_versions.c.pushed_at, adapter_versions.c.version)
+            ).all()
+        return [self._version(name, version, record) for version, record in rows]
 
     def get(self, name: str, version: str) -> AdapterVersion:
         """Raises AdapterNotFoundError when the version does not exist."""
-        path = self.root / check_name(name) / check_version(version)
-        if not (path / RECORD).is_file():
-            raise AdapterNotFoundError(f"adapter {name}@{version} does not exist", param="model")
-        return self._load_version(name, version)
+        with self.control.read() as conn:
+            return self._get(conn, name, version)
 
     def aliases(self, name: str) -> dict[str, dict[str, Any]]:
-        path = self.root / check_name(name) / ALIASES
-        data: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
-        return data
+        with self.control.read() as conn:
+            return _aliases(conn, check_name(name))
 
     def resolve(self, name: str, selector: str) -> AdapterVersion:
-        """A version by its label or through an alias.
+        """A version by its label or through an alias (one consistent read).
 
         Raises:
             AdapterNotFoundError: neither a version nor an alias of `name`.
         """
-        alias = self.aliases(name).get(selector)
-        return self.get(name, alias["version"] if alias else selector)
+        with self.control.read() as conn:
+            alias = _aliases(conn, check_name(name)).get(selector)
+            return self._get(conn, name, alias["version"] if alias else selector)
 
     def manifest(self, version: AdapterVersion) -> dict[str, Any] | None:
         return _read_json(version.path / MANIFEST)
 
     def eval_report(self, version: AdapterVersion) -> dict[str, Any] | None:
-        return _read_json(version.path / EVAL_REPORT)
+        with self.control.read() as conn:
+            raw = conn.execute(
+                select(adapter_versions.c.eval_report).where(
+                    adapter_versions.c.name == version.name,
+                    adapter_versions.c.version == version.version,
+                )
+            ).scalar_one_or_none()
+        return json.loads(raw) if raw else None
 
-    def audit_entries(self) -> list[dict[str, Any]]:
-        path = self.root / AUDIT_LOG
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    def audit_entries(self, name: str | None = None) -> list[dict[str, Any]]:
+        query = select(audit_log).order_by(audit_log.c.id)
+        if name is not None:
+            query = query.where(audit_log.c.name == name)
+        with self.control.read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_audit_view(row) for row in rows]
 
     # --- writes ---------------------------------------------------------------------------
     def push(
@@ -136,71 +169,106 @@ class AdapterRegistry:
     ) -> AdapterVersion:
         """Validate and copy an adapter directory in as a new version.
 
+        An `eval_report.json` in `source` is attached with it.
+
         Raises:
             AdapterValidationError: the adapter is unsafe, malformed, or for another base model.
-            AdapterConflictError: the version already exists.
+            AdapterConflictError: the label was ever used (labels are never reused).
         """
         check_name(name)
+        if version is not None:
+            check_version(version)
         info = validate_adapter_dir(source, self.limits)
         check_base_model(info.config, _read_json(source / MANIFEST), self.base)
-        with self._lock():
-            label = check_version(version) if version else self._next_version(name)
-            target = self.root / name / label
-            if target.exists():
-                raise AdapterConflictError(
-                    f"{name}@{label} already exists: push under a new version (or omit --version)",
-                    param="version",
-                )
-            staging = self.root / name / f".staging-{uuid.uuid4().hex}"
-            try:
-                shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*"))
-                record = _record(info, actor)
-                _write_json(staging / RECORD, record)
+        report = _read_json(source / EVAL_REPORT)
+        record = _record(info, actor)
+        (self.root / name).mkdir(exist_ok=True)
+        staging = self.root / name / f".staging-{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*"))
+            _write_json(staging / RECORD, record)
+            _fsync_tree(staging)
+            self.fault("copied")
+            with self._transaction(name) as conn:
+                label = version or _next_label(conn, name)
+                if _row(conn, name, label) is not None:
+                    raise AdapterConflictError(
+                        f"{name}@{label} was already pushed (labels are never reused, even after "
+                        "a delete): push under a new version, or omit --version",
+                        param="version",
+                    )
+                target = self.root / name / label
+                if target.exists():  # a push that died before its commit: never recorded
+                    target.rename(self.root / name / f".orphan-{uuid.uuid4().hex}")
                 staging.rename(target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            self._publish_for_resolver(name, label, info.config)
-            self._audit(actor, "push", name, version=label, detail={"rank": info.rank})
+                _fsync_dir(self.root / name)
+                self.fault("renamed")
+                self._publish_for_resolver(name, label, info.config)
+                self.fault("published")
+                conn.execute(adapter_versions.insert().values(
+                    name=name, version=label, number=_label_number(label),
+                    record=json.dumps(record), pushed_at=record["pushed_at"], deleted_at=None,
+                    eval_report=json.dumps(report) if report is not None else None,
+                    gate_passed=_gate_flag(report),
+                ))  # fmt: skip
+                self._audit(conn, actor, "push", name, version=label, detail={"rank": info.rank})
+                self.fault("recorded")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._sweep(name)
         return self.get(name, label)
 
     def attach_eval_report(
         self, name: str, version: str, report: dict[str, Any], *, actor: str
     ) -> None:
-        target = self.get(name, version)
-        with self._lock():
-            _write_json(target.path / EVAL_REPORT, report)
+        with self._transaction(name) as conn:
+            self._get(conn, name, version)
+            conn.execute(
+                update(adapter_versions)
+                .where(adapter_versions.c.name == name, adapter_versions.c.version == version)
+                .values(eval_report=json.dumps(report), gate_passed=_gate_flag(report))
+            )
             passed = bool((report.get("gate") or {}).get("passed"))
-            self._audit(actor, "eval_report", name, version=version, detail={"gate_passed": passed})
+            self._audit(
+                conn, actor, "eval_report", name, version=version, detail={"gate_passed": passed}
+            )
 
     def promote(
         self, name: str, version: str, alias: str, *, actor: str, force: bool = False
     ) -> dict[str, Any]:
-        """Point `alias` at `version`; refused unless its eval report passed its gate.
+        """Point `alias` at `version`; refused unless its eval report passed its gate. The
+        version's existence and its verdict are checked in the transaction that moves the alias.
 
         Raises:
+            AdapterNotFoundError: the version does not exist (or was deleted).
             PromotionRefusedError: no eval report, or its gate failed, and `force` is false.
         """
         check_alias(alias)
-        target = self.get(name, version)
-        passed, why = gate_verdict(self.eval_report(target))
-        if not passed and not force:
-            raise PromotionRefusedError(
-                f"{name}@{version} cannot be promoted to {alias}: {why}. Run `ragdock eval` and "
-                "attach a passing report, or pass force (recorded in the audit log)",
-                param="version",
-            )
-        with self._lock():
-            aliases = self.aliases(name)
-            entry = aliases.get(alias, {"version": None, "history": []})
+        with self._transaction(name) as conn:
+            self._get(conn, name, version)
+            raw = conn.execute(
+                select(adapter_versions.c.eval_report).where(
+                    adapter_versions.c.name == name, adapter_versions.c.version == version
+                )
+            ).scalar_one()
+            passed, why = gate_verdict(json.loads(raw) if raw else None)
+            if not passed and not force:
+                raise PromotionRefusedError(
+                    f"{name}@{version} cannot be promoted to {alias}: {why}. Run `ragdock eval` "
+                    "and attach a passing report, or pass force (recorded in the audit log)",
+                    param="version",
+                )
+            entry = _aliases(conn, name).get(alias, {"version": None, "history": []})
             if entry["version"] and entry["version"] != version:
                 entry["history"].append(entry["version"])
             entry["version"] = version
-            aliases[alias] = entry
-            _write_json(self.root / name / ALIASES, aliases)
+            self.fault("checked")
+            _set_alias(conn, name, alias, entry, self.control.now(conn))
             self._audit(
-                actor, "promote", name, version=version, alias=alias,
+                conn, actor, "promote", name, version=version, alias=alias,
                 detail={"forced": force and not passed, "gate": why},
             )  # fmt: skip
+            self.fault("aliased")
         return entry
 
     def rollback(self, name: str, alias: str, *, actor: str) -> dict[str, Any]:
@@ -208,47 +276,85 @@ class AdapterRegistry:
 
         Raises:
             AdapterNotFoundError: the alias does not exist.
-            AdapterConflictError: the alias has no earlier version.
+            AdapterConflictError: the alias has no earlier version, or it was deleted.
         """
-        with self._lock():
-            aliases = self.aliases(name)
-            entry = aliases.get(check_alias(alias))
+        with self._transaction(name) as conn:
+            entry = _aliases(conn, name).get(check_alias(alias))
             if entry is None:
                 raise AdapterNotFoundError(f"{name} has no alias {alias!r}", param="alias")
             if not entry["history"]:
                 raise AdapterConflictError(
                     f"{name}@{alias} has no earlier version to roll back to", param="alias"
                 )
-            previous = entry["version"]
+            previous = entry["history"][-1]
+            if _row(conn, name, previous, live=True) is None:
+                raise AdapterConflictError(
+                    f"{name}@{alias} would roll back to {previous}, which was deleted: promote "
+                    "a version instead",
+                    param="alias",
+                )
+            moved_from = entry["version"]
             entry["version"] = entry["history"].pop()
-            _write_json(self.root / name / ALIASES, aliases)
+            _set_alias(conn, name, alias, entry, self.control.now(conn))
             self._audit(
-                actor, "rollback", name, version=entry["version"], alias=alias,
-                detail={"from": previous},
+                conn, actor, "rollback", name, version=entry["version"], alias=alias,
+                detail={"from": moved_from},
             )  # fmt: skip
         return entry
 
     def delete(self, name: str, version: str, *, actor: str) -> None:
-        """Raises AdapterConflictError while an alias points at the version."""
-        target = self.get(name, version)
-        with self._lock():
-            pointing = [a for a, e in self.aliases(name).items() if e["version"] == version]
+        """Delete a version; its label stays taken. The record goes first, the files after.
+
+        Raises:
+            AdapterNotFoundError: the version does not exist.
+            AdapterConflictError: an alias points at the version.
+        """
+        with self._transaction(name) as conn:
+            target = self._get(conn, name, version)
+            pointing = [a for a, e in _aliases(conn, name).items() if e["version"] == version]
             if pointing:
                 raise AdapterConflictError(
                     f"{target.ref} is still served by alias(es) {pointing}: promote another "
                     "version or roll back first",
                     param="version",
                 )
-            shutil.rmtree(self.root / RESOLVER_DIR / target.ref, ignore_errors=True)
+            conn.execute(
+                update(adapter_versions)
+                .where(adapter_versions.c.name == name, adapter_versions.c.version == version)
+                .values(deleted_at=self.control.now(conn))
+            )
+            self._audit(conn, actor, "delete", name, version=version)
+        # The row says deleted from here on; a crash before the files go only leaves files
+        # that no record points at (the next push of this name sweeps them).
+        shutil.rmtree(self.root / RESOLVER_DIR / target.ref, ignore_errors=True)
+        if target.path.exists():
             trash = target.path.with_name(f".deleted-{uuid.uuid4().hex}")
             target.path.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
-            self._audit(actor, "delete", name, version=version)
+
+    def close(self) -> None:
+        if self._owns_control:
+            self.control.close()
 
     # --- internals ------------------------------------------------------------------------
-    def _next_version(self, name: str) -> str:
-        numbers = [int(v.version[1:]) for v in self.versions(name) if v.version[1:].isdigit()]
-        return f"v{max(numbers, default=0) + 1}"
+    @contextmanager
+    def _transaction(self, name: str) -> Iterator[Connection]:
+        """A write transaction that holds this adapter name's lock (PostgreSQL: an advisory
+        transaction lock; SQLite's write transaction locks the whole database anyway)."""
+        with self.control.write() as conn:
+            if not self.control.is_sqlite:
+                key = zlib.crc32(f"adapter:{name}".encode())
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            yield conn
+
+    def _get(self, conn: Connection, name: str, version: str) -> AdapterVersion:
+        row = _row(conn, check_name(name), check_version(version), live=True)
+        if row is None:
+            raise AdapterNotFoundError(f"adapter {name}@{version} does not exist", param="model")
+        return self._version(name, version, row)
+
+    def _version(self, name: str, version: str, record: str) -> AdapterVersion:
+        return AdapterVersion(name, version, self.root / name / version, json.loads(record))
 
     def _publish_for_resolver(self, name: str, version: str, config: dict[str, Any]) -> None:
         if not self.engine_base_name:
@@ -256,43 +362,87 @@ class AdapterRegistry:
         view = self.root / RESOLVER_DIR / f"{name}@{version}"
         view.mkdir(parents=True, exist_ok=True)
         weights = view / "adapter_model.safetensors"
-        if not weights.exists():
+        if not weights.is_symlink() and not weights.exists():
             weights.symlink_to(Path("..", "..", name, version, "adapter_model.safetensors"))
         _write_json(
             view / "adapter_config.json",
             {**config, "base_model_name_or_path": self.engine_base_name},
         )
+        _fsync_dir(view)
+        _fsync_dir(view.parent)
 
-    def _load_version(self, name: str, version: str) -> AdapterVersion:
-        path = self.root / name / version
-        return AdapterVersion(name, version, path, _read_json(path / RECORD) or {})
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with (self.root / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    def _sweep(self, name: str) -> None:
+        """Remove what crashed pushes and deletes left behind (never a recorded version; a
+        staging directory only when it is old enough that no live push can own it)."""
+        directory = self.root / name
+        for leftover in [*directory.glob(".orphan-*"), *directory.glob(".deleted-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        for staging in directory.glob(".staging-*"):
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                stale = time.time() - staging.stat().st_mtime > _STALE_STAGING_S
+            except FileNotFoundError:  # its push just finished
+                continue
+            if stale:
+                shutil.rmtree(staging, ignore_errors=True)
 
     def _audit(
-        self, actor: str, action: str, name: str, *, version: str | None = None,
+        self, conn: Connection, actor: str, action: str, name: str, *, version: str | None = None,
         alias: str | None = None, detail: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "actor": actor,
-            "action": action,
-            "name": name,
-            "version": version,
-            "alias": alias,
-            **({"detail": detail} if detail else {}),
-        }
-        with (self.root / AUDIT_LOG).open("a") as log:
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+        conn.execute(audit_log.insert().values(
+            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.control.now(conn))),
+            actor=actor, action=action, name=name, version=version, alias=alias,
+            detail=json.dumps(detail) if detail else None,
+        ))  # fmt: skip
+
+    def _import_files(self) -> None:
+        """Adopt adapters recorded by the file-only registry this one replaces."""
+        with self.control.read() as conn:
+            known = set(conn.execute(select(adapter_versions.c.name).distinct()).scalars())
+        for directory in sorted(self.root.iterdir()):
+            if not directory.is_dir() or directory.name.startswith(".") or directory.name in known:
+                continue
+            found = [
+                p for p in sorted(directory.iterdir())
+                if p.is_dir() and not p.name.startswith(".") and (p / RECORD).is_file()
+            ]  # fmt: skip
+            if found:
+                self._import_name(directory.name, found)
+        legacy_audit = self.root / AUDIT_LOG
+        if legacy_audit.is_file():
+            with self.control.write() as conn:
+                if conn.execute(select(func.count()).select_from(audit_log)).scalar_one() == 0:
+                    for line in legacy_audit.read_text().splitlines():
+                        if line.strip():
+                            entry = json.loads(line)
+                            conn.execute(audit_log.insert().values(
+                                time=entry.get("time", ""), actor=entry.get("actor", ""),
+                                action=entry.get("action", ""), name=entry.get("name", ""),
+                                version=entry.get("version"), alias=entry.get("alias"),
+                                detail=json.dumps(entry["detail"]) if entry.get("detail") else None,
+                            ))  # fmt: skip
+            legacy_audit.rename(legacy_audit.with_name(AUDIT_LOG + ".imported"))
+
+    def _import_name(self, name: str, versions: list[Path]) -> None:
+        with self._transaction(name) as conn:
+            known = conn.execute(
+                select(func.count()).where(adapter_versions.c.name == name)
+            ).scalar_one()
+            if known:
+                return
+            for path in versions:
+                record = _read_json(path / RECORD) or {}
+                report = _read_json(path / EVAL_REPORT)
+                conn.execute(adapter_versions.insert().values(
+                    name=name, version=path.name, number=_label_number(path.name),
+                    record=json.dumps(record), pushed_at=float(record.get("pushed_at", 0.0)),
+                    deleted_at=None, eval_report=json.dumps(report) if report else None,
+                    gate_passed=_gate_flag(report),
+                ))  # fmt: skip
+            aliases = _read_json(self.root / name / ALIASES) or {}
+            now = self.control.now(conn)
+            for alias, entry in aliases.items():
+                _set_alias(conn, name, alias, entry, now)
 
 
 def gate_verdict(report: dict[str, Any] | None) -> tuple[bool, str]:
@@ -306,6 +456,68 @@ def gate_verdict(report: dict[str, Any] | None) -> tuple[bool, str]:
         return True, "gate passed"
     failed = [v.get("rule", "?") for v in gate.get("verdicts", []) if not v.get("passed")]
     return False, f"its gate failed ({', '.join(failed) or 'see the report'})"
+
+
+def _gate_flag(report: dict[str, Any] | None) -> int | None:
+    return None if report is None else int(gate_verdict(report)[0])
+
+
+def _row(conn: Connection, name: str, version: str, *, live: bool = False) -> str | None:
+    """The version's record (JSON), or None; `live` excludes deleted versions."""
+    query = select(adapter_versions.c.record).where(
+        adapter_versions.c.name == name, adapter_versions.c.version == version
+    )
+    if live:
+        query = query.where(adapter_versions.c.deleted_at.is_(None))
+    value = conn.execute(query).scalar_one_or_none()
+    return str(value) if value is not None else None
+
+
+def _label_number(label: str) -> int | None:
+    return int(label[1:]) if label.startswith("v") and label[1:].isdigit() else None
+
+
+def _next_label(conn: Connection, name: str) -> str:
+    """`v<N+1>` over every label ever pushed, deleted ones included."""
+    highest = conn.execute(
+        select(func.max(adapter_versions.c.number)).where(adapter_versions.c.name == name)
+    ).scalar_one_or_none()
+    return f"v{(highest or 0) + 1}"
+
+
+def _aliases(conn: Connection, name: str) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        select(adapter_aliases.c.alias, adapter_aliases.c.version, adapter_aliases.c.history)
+        .where(adapter_aliases.c.name == name)
+        .order_by(adapter_aliases.c.alias)
+    ).all()
+    return {alias: {"version": v, "history": json.loads(h)} for alias, v, h in rows}
+
+
+def _set_alias(conn: Connection, name: str, alias: str, entry: dict[str, Any], now: float) -> None:
+    values = {"version": entry["version"], "history": json.dumps(entry["history"]),
+              "updated_at": now}  # fmt: skip
+    changed = conn.execute(
+        update(adapter_aliases)
+        .where(adapter_aliases.c.name == name, adapter_aliases.c.alias == alias)
+        .values(**values)
+    ).rowcount
+    if not changed:
+        conn.execute(adapter_aliases.insert().values(name=name, alias=alias, **values))
+
+
+def _audit_view(row: Any) -> dict[str, Any]:
+    entry = {
+        "time": row["time"],
+        "actor": row["actor"],
+        "action": row["action"],
+        "name": row["name"],
+        "version": row["version"],
+        "alias": row["alias"],
+    }
+    if row["detail"]:
+        entry["detail"] = json.loads(row["detail"])
+    return entry
 
 
 def _record(info: AdapterInfo, actor: str) -> dict[str, Any]:
@@ -331,7 +543,30 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write by rename so readers never see a half-written file."""
+    """Write by rename, fsynced, so readers and a power loss never see a half-written file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    with tmp.open("w") as handle:
+        handle.write(json.dumps(data, indent=2) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file, then every directory bottom-up, so the tree survives a power loss."""
+    for directory, _dirs, files in os.walk(root, topdown=False):
+        for file in files:
+            path = Path(directory) / file
+            if path.is_symlink():
+                continue
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(directory))

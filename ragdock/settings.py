@@ -126,6 +126,24 @@ class Settings(BaseSettings):
         None, description="A Qdrant server or cluster instead of the embedded engine."
     )
     qdrant_api_key: SecretStr | None = None
+    database_url: SecretStr | None = Field(
+        None,
+        description="The control plane (document catalog, ingest leases, adapter registry "
+        "records): a PostgreSQL URL (postgresql+psycopg://...) that every gateway replica shares. "
+        "Default: an embedded SQLite file in data_dir, for one process on local disk.",
+    )
+    freshness_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="Retired document versions stay in the vector store this long after the "
+        "commit that replaced them; a search must finish within half of it.",
+    )
+    ingest_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="A writer's staged chunks stay its own this long without a renewal; after "
+        "that (a dead writer) they are collected.",
+    )
     qdrant_timeout_s: float = Field(
         10.0, gt=0, description="Longest wait for a Qdrant server's answer (with qdrant_url)."
     )

@@ -238,6 +238,8 @@ class Catalog:
                 .values(lease_expires=self.plane.now(conn) + self.lease_s)
             ).rowcount
             if changed != len(set(revs)):
+                if not _generation_exists(conn, generation):
+                    raise CollectionGoneError("the collection was dropped")
                 raise LeaseLostError("a staged revision's lease expired and was collected")
 
     def commit(self, name: str, generation: str, records: Sequence[DocRecord]) -> list[PendingRev]:
@@ -368,6 +370,13 @@ def _owned(generation: str, revs: Sequence[str], owner: str) -> tuple[Any, ...]:
         revisions.c.owner == owner,
         revisions.c.state == "staged",
     )
+
+
+def _generation_exists(conn: Connection, generation: str) -> bool:
+    found = conn.execute(
+        select(collections.c.name).where(collections.c.generation == generation)
+    ).first()
+    return found is not None
 
 
 def _lock_collection(conn: Connection, name: str) -> str | None:

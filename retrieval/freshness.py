@@ -60,6 +60,7 @@ class Snapshots:
 
     def __init__(self, catalog: Catalog, *, ttl_s: float, read_budget_s: float) -> None:
         self._catalog = catalog
+        self.ttl_s = ttl_s
         self._ttl = ttl_s
         self._budget = read_budget_s
         self._cache: dict[str, tuple[float, Snapshot | None]] = {}
@@ -84,15 +85,27 @@ class Snapshots:
         with self._lock:
             self._cache.pop(name, None)
 
+    def within_budget(self, name: str, body: Callable[[], T], *, attempts: int = 3) -> T:
+        """Run `body`, which reads the catalog first and then the points that catalog read
+        named; retried when it outlived the read budget (the points may be gone by then)."""
+        return self._retrying(name, lambda: (time.monotonic(), body()), attempts)
+
     def read(self, name: str, body: Callable[[Snapshot | None], T], *, attempts: int = 3) -> T:
         """Run `body` on a snapshot; retried on a fresh one when it outlived the read budget.
 
         Raises:
             SnapshotTooOldError: every attempt outlived the budget.
         """
-        for _ in range(attempts):
+
+        def attempt() -> tuple[float, T]:
             taken, snapshot = self.get(name)
-            result = body(snapshot)
+            return taken, body(snapshot)
+
+        return self._retrying(name, attempt, attempts)
+
+    def _retrying(self, name: str, attempt: Callable[[], tuple[float, T]], attempts: int) -> T:
+        for _ in range(attempts):
+            taken, result = attempt()
             if time.monotonic() - taken <= self._budget:
                 return result
             self.forget(name)

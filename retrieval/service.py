@@ -418,20 +418,21 @@ class Retriever:
         self, collection: str, tenant: str, doc_id: str
     ) -> tuple[DocumentInfo, list[ScoredChunk]] | None:
         """A live document and its chunks in position order (None when absent)."""
+        generation = self._generation(collection)
 
-        def read(
-            snapshot: Snapshot | None,
-        ) -> tuple[DocumentInfo, list[ScoredChunk]] | None:
-            snapshot = self._snapshot(collection, snapshot)
-            record = self.catalog.live(snapshot.generation, tenant, doc_id)
+        def read() -> tuple[DocumentInfo, list[ScoredChunk]] | None:
+            # The live record names its revision, which committed whole: read its points
+            # directly. A snapshot could be older than the record (cached, or taken first) and
+            # hide the revision; the budget keeps the points there for the read.
+            record = self.catalog.live(generation, tenant, doc_id)
             if record is None:
                 return None
-            scope = _visible(snapshot, tenant, revs=(record.rev,))
+            scope = Scope(tenant=tenant, generation=generation, revs=(record.rev,))
             hits = self.store.scroll(collection, scope, max(record.chunk_count, 1))
             chunks = sorted(hits, key=lambda h: int(h.payload.get("index", 0)))
             return record.info(), [_scored(h) for h in chunks]
 
-        return self.snapshots.read(collection, read)
+        return self.snapshots.within_budget(collection, read)
 
     def search(
         self,

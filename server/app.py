@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from adapters.registry import AdapterRegistry
 from adapters.validation import AdapterLimits
+from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.settings import Settings
 from retrieval.service import Retriever
 from server import health
@@ -45,7 +47,13 @@ def build_engine_client(settings: Settings) -> EngineClient:
     )
 
 
-def open_retrieval(settings: Settings) -> Retriever | None:
+def open_control(settings: Settings) -> ControlPlane:
+    """The control plane every replica shares (PostgreSQL), or the embedded SQLite file."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return open_control_plane(url, settings.store_dir)
+
+
+def open_retrieval(settings: Settings, control: ControlPlane) -> Retriever | None:
     """The retriever over the embedded Qdrant engine (or a Qdrant server), or None when the
     retrieval extra is not installed (a gateway that only proxies the engine)."""
     try:
@@ -57,6 +65,9 @@ def open_retrieval(settings: Settings) -> Retriever | None:
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     return open_retriever(
         settings.store_dir,
+        control=control,
+        grace_s=settings.freshness_grace_s,
+        lease_s=settings.ingest_lease_s,
         qdrant_url=settings.qdrant_url,
         qdrant_api_key=api_key,
         qdrant_timeout_s=settings.qdrant_timeout_s,
@@ -80,12 +91,14 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     engine_name = settings.engine_model or (
         None if settings.engine_url else settings.served_model_name
     )
+    control = open_control(settings)
     registry = AdapterRegistry(
         settings.registry_dir,
         AdapterLimits(
             max_rank=settings.engine_max_lora_rank, module_shapes=served_module_shapes(settings)
         ),
         served_base_identity(settings),
+        control=control,
         engine_base_name=engine_model_argument(settings),
     )
     catalog = ModelCatalog(
@@ -104,7 +117,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         engine_resolves=settings.adapter_loading == "resolver",
     )
 
-    retriever = open_retrieval(settings)
+    retriever = open_retrieval(settings, control)
     rag = (
         RagService(
             retriever,
@@ -132,10 +145,15 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
                 "NO API KEYS CONFIGURED: every request is accepted, so the gateway listens on "
                 "127.0.0.1 only. Set RAGDOCK_API_KEYS to serve other hosts."
             )
-        yield
-        await engine_client.aclose()
-        if retriever is not None:
-            retriever.close()
+        collector = asyncio.create_task(_collect_forever(retriever, settings.freshness_grace_s))
+        try:
+            yield
+        finally:
+            collector.cancel()
+            await engine_client.aclose()
+            if retriever is not None:
+                retriever.close()
+            control.close()
 
     app = FastAPI(
         title="ragdock gateway",
@@ -181,3 +199,16 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.include_router(adapters_router.router)
     app.include_router(documents_router.router)
     return app
+
+
+async def _collect_forever(retriever: Retriever | None, grace_s: float) -> None:
+    """Delete retired document versions once their grace has passed (any replica may; the
+    deletes are idempotent), so old points do not wait for the next write to be collected."""
+    if retriever is None:
+        return
+    while True:
+        await asyncio.sleep(max(grace_s / 2, 1.0))
+        try:
+            await run_in_threadpool(retriever.collect_all)
+        except Exception:  # a store or database hiccup: the next pass retries
+            log.exception("collecting retired document versions failed; retrying later")

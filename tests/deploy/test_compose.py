@@ -8,13 +8,18 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.deploy.support import DEPLOY, run, tool
 
 COMPOSE_FILE = DEPLOY / "compose" / "docker-compose.yml"
-REQUIRED_ENV = {"RAGDOCK_API_KEYS": "k" * 32, "GRAFANA_ADMIN_PASSWORD": "p" * 16}
+REQUIRED_ENV = {
+    "RAGDOCK_API_KEYS": "k" * 32,
+    "RAGDOCK_POSTGRES_PASSWORD": "d" * 24,
+    "GRAFANA_ADMIN_PASSWORD": "p" * 16,
+}
 
 
 def _config(env: dict[str, str]) -> tuple[int, str]:
@@ -32,15 +37,41 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"vllm", "gateway", "qdrant", "prometheus", "grafana"}
+    assert set(compose["services"]) == {
+        "vllm", "gateway", "qdrant", "postgres", "prometheus", "grafana",
+    }  # fmt: skip
     assert compose["services"]["vllm"]["image"].startswith("vllm/vllm-openai:v")
 
 
-def test_compose_refuses_to_start_without_api_keys() -> None:
-    env = {"PATH": os.environ["PATH"], "GRAFANA_ADMIN_PASSWORD": "p" * 16}
+@pytest.mark.parametrize("missing", ["RAGDOCK_API_KEYS", "RAGDOCK_POSTGRES_PASSWORD"])
+def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
+    env = {"PATH": os.environ["PATH"], **REQUIRED_ENV}
+    del env[missing]
     code, out = _config(env)
     assert code != 0
-    assert "RAGDOCK_API_KEYS" in out
+    assert missing in out
+
+
+def test_gateway_keeps_its_control_plane_in_the_postgres_service(compose: dict[str, Any]) -> None:
+    postgres, gateway = compose["services"]["postgres"], compose["services"]["gateway"]
+    assert postgres["image"].startswith("postgres:16")
+    assert "ports" not in postgres  # reachable by the gateway only, not from the host
+    pg_env = postgres["environment"]
+    assert pg_env["POSTGRES_PASSWORD"] == REQUIRED_ENV["RAGDOCK_POSTGRES_PASSWORD"]
+    # The data directory is on a named volume, so it survives `docker compose down`.
+    (data,) = postgres["volumes"]
+    assert (data["type"], data["target"]) == ("volume", "/var/lib/postgresql/data")
+    assert data["source"] in compose["volumes"]
+    test = postgres["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"] and "127.0.0.1" in test
+    # The gateway runs the migrations at start: it waits until PostgreSQL accepts connections.
+    assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
+    url = urlsplit(gateway["environment"]["RAGDOCK_DATABASE_URL"])
+    assert url.scheme == "postgresql+psycopg"  # the driver the image ships
+    assert (url.hostname, url.port) == ("postgres", 5432)
+    assert url.username == pg_env["POSTGRES_USER"]
+    assert url.password == pg_env["POSTGRES_PASSWORD"]
+    assert url.path == f"/{pg_env['POSTGRES_DB']}"
 
 
 def test_vllm_serves_lora_with_runtime_updates_on_a_gpu(compose: dict[str, Any]) -> None:

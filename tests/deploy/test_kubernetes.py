@@ -3,8 +3,11 @@ the official Kubernetes JSON schemas in strict mode (unknown fields are errors).
 
 from __future__ import annotations
 
+import base64
+import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes_validate import utils as kv
@@ -142,18 +145,96 @@ def test_gateway_is_probed_autoscaled_and_protected_from_disruption(
     assert gateway["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
-def test_api_keys_come_from_a_secret_generated_only_in_dev(
+def test_secrets_are_generated_only_in_dev(overlay: tuple[str, list[Manifest]]) -> None:
+    name, docs = overlay
+    env = _env(_container(_one(docs, "Deployment", "gateway")))
+    refs = [env[var]["secretKeyRef"] for var in ("RAGDOCK_API_KEYS", "RAGDOCK_DATABASE_URL")]
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    if name == "prod":
+        assert secrets == {}  # created by the operator, never committed
+        assert [r["name"] for r in refs] == ["ragdock-api-keys", "ragdock-database"]
+    else:
+        assert set(secrets) == {r["name"] for r in refs}
+        for ref in refs:
+            assert ref["key"] in secrets[ref["name"]]["data"]
+        assert not any(r.get("optional") for r in refs)  # no silent fallback to embedded SQLite
+
+
+def _decoded(secret: Manifest) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_postgres_runs_as_a_statefulset_with_its_own_volume(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, docs = overlay
+    postgres = _one(docs, "StatefulSet", "postgres")
+    assert postgres["spec"]["replicas"] == 1
+    container = _container(postgres)
+    assert container["image"].startswith("postgres:16")
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    env = _env(container)
+    # PGDATA is a directory inside the claim's mount (initdb refuses a volume's lost+found).
+    assert Path(env["PGDATA"]).parent == Path(mounts[claim["metadata"]["name"]])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"][0] == "pg_isready", probe
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert postgres["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    service = _one(docs, "Service", postgres["spec"]["serviceName"])
+    assert [p["port"] for p in service["spec"]["ports"]] == [5432]
+
+
+def test_gateway_reads_the_database_url_the_postgres_password_matches(
     overlay: tuple[str, list[Manifest]],
 ) -> None:
     name, docs = overlay
-    ref = _env(_container(_one(docs, "Deployment", "gateway")))["RAGDOCK_API_KEYS"]["secretKeyRef"]
-    secrets = [d for d in docs if d["kind"] == "Secret"]
+    postgres_env = _env(_container(_one(docs, "StatefulSet", "postgres")))
+    gateway_env = _env(_container(_one(docs, "Deployment", "gateway")))
+    url_ref = gateway_env["RAGDOCK_DATABASE_URL"]["secretKeyRef"]
+    password_ref = postgres_env["POSTGRES_PASSWORD"]["secretKeyRef"]
+    assert url_ref["name"] == password_ref["name"]  # one Secret: the password is set in one place
     if name == "prod":
-        assert secrets == []  # created by the operator, never committed
-        assert ref["name"] == "ragdock-api-keys"
-    else:
-        assert [s["metadata"]["name"] for s in secrets] == [ref["name"]]
-        assert ref["key"] in secrets[0]["data"]
+        return  # the operator creates the Secret
+    values = _decoded(_one(docs, "Secret", url_ref["name"]))
+    url = urlsplit(values[url_ref["key"]])
+    assert url.scheme == "postgresql+psycopg"  # the driver the image ships
+    service = _one(docs, "Service", "postgres")
+    assert (url.hostname, url.port) == (service["metadata"]["name"], 5432)
+    assert url.username == postgres_env["POSTGRES_USER"]
+    assert url.password == values[password_ref["key"]]
+    assert url.path == f"/{postgres_env['POSTGRES_DB']}"
+
+
+def test_only_the_adapter_registry_is_a_shared_volume(overlay: tuple[str, list[Manifest]]) -> None:
+    _, docs = overlay
+    claims = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert [c["metadata"]["name"] for c in claims] == ["adapters"]
+    gateway = _one(docs, "Deployment", "gateway")
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in _container(gateway)["volumeMounts"]}
+    data_dir = _env(_container(gateway))["RAGDOCK_DATA_DIR"]
+    assert "emptyDir" in volumes[mounts[data_dir]]  # per-pod scratch: shared state is in PostgreSQL
+
+
+def test_prod_can_use_an_external_database_instead(tmp_path: Path) -> None:
+    prod = (DEPLOY / "k8s" / "overlays" / "prod" / "kustomization.yaml").read_text()
+    assert "../../components/external-database" in prod  # documented where it is switched on
+    # kustomize loads only relative paths: render a copy with one more overlay on top of prod.
+    shutil.copytree(DEPLOY / "k8s", tmp_path / "k8s")
+    external = tmp_path / "k8s" / "overlays" / "external"
+    external.mkdir()
+    (external / "kustomization.yaml").write_text(
+        "resources: [../prod]\ncomponents: [../../components/external-database]\n"
+    )
+    docs = _render(external)
+    for doc in docs:
+        kv.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert not [d for d in docs if d["metadata"]["name"].startswith("postgres")]
+    assert len(docs) == len(_render(DEPLOY / "k8s" / "overlays" / "prod")) - 2
+    url_ref = _env(_container(_one(docs, "Deployment", "gateway")))["RAGDOCK_DATABASE_URL"]
+    assert url_ref["secretKeyRef"] == {"name": "ragdock-database", "key": "RAGDOCK_DATABASE_URL"}
 
 
 def test_every_service_selects_pods_and_every_workload_is_scraped(
@@ -165,11 +246,16 @@ def test_every_service_selects_pods_and_every_workload_is_scraped(
     for service in (d for d in docs if d["kind"] == "Service"):
         selector = service["spec"]["selector"].items()
         assert any(selector <= labels.items() for labels in pod_labels), service["metadata"]
+    unscraped = set()
     for workload in workloads:
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        if annotations["prometheus.io/scrape"] == "false":
+            unscraped.add(workload["metadata"]["name"])
+            continue
         assert annotations["prometheus.io/scrape"] == "true"
         ports = {p["containerPort"] for p in _container(workload)["ports"]}
         assert int(annotations["prometheus.io/port"]) in ports
+    assert unscraped == {"postgres"}  # exports no Prometheus metrics without an exporter
     namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
     (namespace,) = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
     assert namespaces == {namespace}
