@@ -46,6 +46,7 @@ def up(
 ) -> None:
     """Build the model if needed, start vLLM, serve the gateway; Ctrl-C stops both."""
     settings = _load(config, engine_url=engine_url, host=host, port=port)
+    _refuse_a_second_owner(settings)  # before minutes of engine start, not after
     engine: EngineProcess | None = None
     try:
         if settings.engine_url is None:
@@ -73,7 +74,24 @@ def serve(
 ) -> None:
     """Serve the gateway only, in front of an engine that is already running."""
     settings = _load(config, engine_url=engine_url, host=host, port=port)
+    _refuse_a_second_owner(settings)
     _run_gateway(settings, demo=False)
+
+
+def _refuse_a_second_owner(settings: Settings) -> None:
+    """Exit with the reason when another process owns the embedded vector store: the engine
+    belongs to one process, and a second gateway over it would corrupt it."""
+    if settings.qdrant_url:
+        return
+    try:
+        from retrieval.store import EdgeStore, StoreInUseError
+    except ImportError:  # no retrieval extra: no embedded store either
+        return
+    try:
+        EdgeStore(settings.store_dir / "qdrant").close()
+    except StoreInUseError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
 
 
 def _load(config: Path | None, **overrides: object) -> Settings:

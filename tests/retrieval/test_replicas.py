@@ -331,3 +331,25 @@ def test_a_writer_of_a_dropped_generation_leaks_nothing_into_the_recreated_colle
     # keeps them out. Three chunks, not six.
     hits = b.search(C, T, "late ledger records entry", top_k=10)
     assert [h.doc_id for h in hits] == ["late"] * 3
+
+
+def test_a_second_gateway_over_the_same_embedded_store_is_refused(tmp_path: Path) -> None:
+    """`ragdock serve` over a data dir another process owns exits with the reason, before it
+    touches anything (this test process holds the store, as a running gateway would)."""
+    import os
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "data"
+    store = EdgeStore(data_dir / "qdrant")
+    try:
+        env = {**os.environ, "RAGDOCK_DATA_DIR": str(data_dir), "RAGDOCK_HOME": str(tmp_path)}
+        result = subprocess.run(
+            [sys.executable, "-m", "ragdock.cli", "serve", "--engine-url", "http://127.0.0.1:9"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+    finally:
+        store.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "in use by another process" in result.stdout + result.stderr
+    assert not (data_dir / "control.sqlite").exists()  # refused before opening anything
