@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant: the key of the PostgreSQL advisory lock that serializes migrations.
@@ -46,9 +45,15 @@ class ControlPlane:
         database = self.url.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # One connection per checkout: SQLite connections are cheap, and a pool of them across
-        # threads is where pysqlite's own transaction handling gets in the way.
-        engine = create_engine(self.url, poolclass=NullPool, connect_args={"timeout": 60})
+        # A pool: opening a connection (and its pragmas) costs more than the lookups it serves.
+        # check_same_thread is off because pooled connections move between threads; each is
+        # used by one thread at a time.
+        engine = create_engine(
+            self.url,
+            pool_size=8,
+            max_overflow=16,
+            connect_args={"timeout": 60, "check_same_thread": False},
+        )
 
         @event.listens_for(engine, "connect")
         def _configure(dbapi: Any, _record: Any) -> None:

@@ -1,0 +1,155 @@
+"""What the shared control plane costs a search: the snapshot lookup, side by side in one run.
+
+One embedded Qdrant collection of synthetic points (query vectors precomputed, so the model's
+time does not drown the difference) is searched through four retrievers that share the store
+and differ only in where a read's snapshot (generation, watermark, hidden revisions) comes from:
+
+- in process: a fixed snapshot held in memory, no lookup (what the per-process catalog cost);
+- SQLite, every query: the embedded control plane, read on each search;
+- PostgreSQL, every query: a local PostgreSQL server, read on each search;
+- PostgreSQL, cached: the default, a snapshot reused for 0.2 s.
+
+Queries rotate over the four so all see the same machine load. `--hidden` revisions are staged
+first, so the lookup returns a realistic hidden set, which every variant then filters out.
+
+Run: python -m eval.perf.control_plane_cost [--points 5000] [--queries 300] [--hidden 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from eval.perf.retrieval_latency import (
+    TENANT,
+    C,
+    _FixedDense,
+    _FixedSparse,
+    fill,
+    percentile,
+    timed,
+)
+from eval.perf.synthetic import query_vector, unit_vectors
+from ragdock.compute_dtype import CpuIdentity
+from ragdock.controlplane import ControlPlane, open_control_plane
+from ragdock.controlplane.throwaway import throwaway_database
+from retrieval.catalog import Catalog, Snapshot
+from retrieval.freshness import Snapshots
+from retrieval.service import Retriever
+from retrieval.store import EdgeStore
+
+
+class _InProcess(Snapshots):
+    """`Snapshots` with the same snapshot every time from memory: no lookup."""
+
+    def __init__(self, inner: Snapshots, snapshot: Snapshot) -> None:
+        super().__init__(inner._catalog, ttl_s=0.0, read_budget_s=inner._budget)
+        self._fixed = snapshot
+
+    def get(self, name: str) -> tuple[float, Snapshot | None]:
+        return time.monotonic(), self._fixed
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the table and the ratios to the in-process baseline."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--points", type=int, default=5000)
+    parser.add_argument("--queries", type=int, default=300, help="per variant")
+    parser.add_argument("--hidden", type=int, default=20, help="staged revisions to hide")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(1)
+    dense = _FixedDense(unit_vectors(rng, 64, 384))
+    sparse = _FixedSparse([query_vector(rng) for _ in range(64)])
+    with tempfile.TemporaryDirectory(prefix="ragdock-cp-") as work, throwaway_database() as url:
+        store = EdgeStore(Path(work) / "edge")
+        fill(store, args.points)
+        planes: dict[str, ControlPlane] = {
+            "sqlite": open_control_plane(None, Path(work)),
+            "postgres": open_control_plane(url, Path(work)),
+        }
+
+        staged: set[str] = set()
+
+        def retriever(plane: str, ttl: float) -> Retriever:
+            made = Retriever(
+                store, dense, sparse, Path(work) / "catalog", control=planes[plane],
+                snapshot_ttl_s=ttl,
+            )  # fmt: skip
+            generation = made.catalog.ensure(C)
+            if plane not in staged:
+                staged.add(plane)
+                made.catalog.stage(C, generation, TENANT, [f"d{i}" for i in range(args.hidden)])
+            return made
+
+        variants = {
+            "SQLite, every query": retriever("sqlite", 0.0),
+            "PostgreSQL, every query": retriever("postgres", 0.0),
+            "PostgreSQL, cached 0.2 s (default)": retriever("postgres", 0.2),
+        }
+        baseline = retriever("sqlite", 0.0)
+        snapshot = baseline.catalog.snapshot(C)
+        assert snapshot is not None and len(snapshot.hidden) == args.hidden
+        baseline.snapshots = _InProcess(baseline.snapshots, snapshot)
+        variants = {"in process (no lookup)": baseline, **variants}
+        for made in variants.values():  # warm every path once
+            made.search(C, TENANT, "warm-up")
+        timings: dict[str, list[float]] = {name: [] for name in variants}
+        for i in range(args.queries):
+            for name, made in variants.items():
+                timings[name].append(timed(partial(made.search, C, TENANT, f"q{i}")))
+        lookups: dict[str, list[float]] = {}
+        for plane in planes:
+            lookups[plane] = [
+                timed(partial(variants_catalog(variants, plane).snapshot, C))
+                for _ in range(args.queries)
+            ]
+        for opened in planes.values():
+            opened.close()
+        store.close()
+    print_table(timings, lookups, args)
+
+
+def variants_catalog(variants: dict[str, Retriever], plane: str) -> Catalog:
+    name = "SQLite, every query" if plane == "sqlite" else "PostgreSQL, every query"
+    return variants[name].catalog
+
+
+def print_table(
+    timings: dict[str, list[float]], lookups: dict[str, list[float]], args: argparse.Namespace
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cpu = CpuIdentity.of_this_machine()
+    flags = ", ".join(cpu.fast_bf16_flags) or "no avx512_bf16/amx"
+    console = Console()
+    console.print(f"CPU: {cpu.model} ({flags}); query vectors precomputed (no model, no dtype)")
+    table = Table(
+        title=f"Search with the snapshot lookup: {args.points:,} points, "
+        f"{args.hidden} hidden revisions, {args.queries} queries per variant (ms)"
+    )
+    for column in ("snapshot from", "p50", "p95", "p50 / in process"):
+        table.add_column(column, justify="right")
+    base = statistics.median(timings["in process (no lookup)"])
+    for name, values in timings.items():
+        median = statistics.median(values)
+        table.add_row(
+            name, f"{median:.3f}", f"{percentile(values, 95):.3f}", f"{median / base:.3f}"
+        )
+    console.print(table)
+    for plane, values in lookups.items():
+        console.print(
+            f"the lookup alone ({plane}): p50 {statistics.median(values):.3f} ms, "
+            f"p95 {percentile(values, 95):.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
