@@ -182,7 +182,9 @@ class AdapterRegistry:
         check_base_model(info.config, _read_json(source / MANIFEST), self.base)
         report = _read_json(source / EVAL_REPORT)
         record = _record(info, actor)
-        (self.root / name).mkdir(exist_ok=True)
+        if not (self.root / name).is_dir():
+            (self.root / name).mkdir(exist_ok=True)
+            _fsync_dir(self.root)  # the name's directory entry survives a power loss too
         staging = self.root / name / f".staging-{uuid.uuid4().hex}"
         try:
             shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*"))

@@ -69,7 +69,7 @@ def show_adapter(name: str, _: Admin, service: ServiceDep) -> AdapterOut:
 
 @router.get("/adapters/{name}/audit")
 def audit_log(name: str, _: Admin, service: ServiceDep) -> list[dict[str, Any]]:
-    return [e for e in service.registry.audit_entries() if e.get("name") == name]
+    return service.registry.audit_entries(name)
 
 
 @router.get("/adapters/{name}/{version}")

@@ -319,3 +319,42 @@ def test_reranker_hook_reorders_candidates(retriever: Retriever) -> None:
         retriever.reranker = None
     assert ids(reranked) == ids(plain)[::-1]
     assert ids(reranked)[-1] == "volcano"
+
+
+def test_congruence_between_control_planes(
+    tmp_path: Path, embedder: MiniLMEmbedder, postgres_admin_url: str
+) -> None:
+    """The same scenario over the embedded SQLite and a real PostgreSQL control plane gives the
+    same catalog and the same results, to the chunk and the score."""
+    from tests.postgres import fresh_database
+
+    outcomes: dict[str, list[object]] = {}
+    for backend, url in (("sqlite", None), ("postgres", fresh_database(postgres_admin_url))):
+        work = tmp_path / backend
+        control = open_control_plane(url, work)
+        r = Retriever(
+            make_store("edge", work), embedder, Bm25Encoder(), work / "catalog",
+            control=control, grace_s=GRACE_S,
+        )  # fmt: skip
+        r.create_collection(C)
+        seen: list[object] = [r.ingest(C, "t1", DOCS_T1), r.ingest(C, "t2", DOCS_T2)]
+        changed = Document("volcano", "Geysers spout water heated underground.", title="Geysers")
+        seen += [r.ingest(C, "t1", [changed]), r.ingest(C, "t1", DOCS_T1[:1])]
+        seen.append(r.delete_document(C, "t2", DOCS_T2[0].doc_id))
+        collect_now(r)
+        for tenant in ("t1", "t2"):
+            page = r.list_documents(C, tenant, limit=2)
+            rest = r.list_documents(C, tenant, limit=50, after=page.next_after)
+            seen.append([(d.doc_id, d.version, d.chunk_count) for d in page.documents])
+            seen.append([(d.doc_id, d.version, d.chunk_count) for d in rest.documents])
+            for query in QUERIES:
+                for mode in SearchMode:
+                    seen.append(_ranked(r.search(C, tenant, query, mode=mode, top_k=8)))
+        found = r.get_document(C, "t1", "volcano")
+        assert found is not None
+        seen.append([c.text for c in found[1]])
+        seen.append(r.store.count(C, Scope(tenant="t1")))
+        outcomes[backend] = seen
+        r.close()
+        control.close()
+    assert outcomes["sqlite"] == outcomes["postgres"]
