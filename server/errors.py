@@ -93,6 +93,14 @@ class PayloadTooLargeError(GatewayError):
     default_code = "payload_too_large"
 
 
+class UnprocessableError(GatewayError):
+    """Well-formed input that cannot be processed within its limits (e.g. a PDF that keeps
+    extraction busy past its deadline)."""
+
+    status_code = 422
+    default_code = "unprocessable_entity"
+
+
 class RateLimitError(GatewayError):
     """Too many requests in flight, for the caller's key or for the gateway as a whole.
 

@@ -8,13 +8,10 @@ previous chunk of the same section, which keeps a fact that straddles a boundary
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from retrieval.chunking.blocks import Block, BlockKind
 from retrieval.chunking.split import TokenCounter, split_lines, split_prose
-
-_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ def _units(blocks: list[Block], max_tokens: int, count: TokenCounter) -> list[_U
         else:
             lines = block.text.split("\n")
             is_table = block.kind is BlockKind.TABLE
-            header = 2 if is_table and len(lines) > 2 and _TABLE_SEPARATOR.match(lines[1]) else 0
+            header = 2 if is_table and len(lines) > 2 and is_table_separator(lines[1]) else 0
             pieces = split_lines(block.text, max_tokens, count, header_rows=header)
         units.extend(_Unit(piece, count(piece), number, prose) for piece in pieces)
     return units
@@ -112,3 +109,12 @@ def pack_blocks(
         fresh += 1
     close()
     return chunks
+
+
+def is_table_separator(line: str) -> bool:
+    """Whether a markdown table line is the header separator (`|---|:--:|`). A scan, linear in
+    the line: `^\\s*\\|?\\s*:?-{2,}` as an expression was quadratic on a line of spaces."""
+    rest = line.lstrip()
+    rest = rest[1:].lstrip() if rest.startswith("|") else rest
+    rest = rest[1:] if rest.startswith(":") else rest
+    return rest.startswith("--")

@@ -30,14 +30,21 @@ def split_words(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
         count: the embedder's token counter.
 
     Returns:
-        Pieces in order; a single word over budget is a piece of its own (the embedder
-        truncates it, which loses less than dropping it).
+        Pieces in order, none over budget: a single word over budget (a base64 image, a
+        minified line) is cut into pieces of its own, so no chunk can outgrow the prompt budget
+        it was sized for.
     """
     pieces: list[str] = []
     words: list[str] = []
     used = 0
     for word in text.split():
         size = count(word)
+        if size > max_tokens:
+            if words:
+                pieces.append(" ".join(words))
+                words, used = [], 0
+            pieces.extend(cut_word(word, max_tokens, count))
+            continue
         if words and used + size > max_tokens:
             pieces.append(" ".join(words))
             words, used = [], 0
@@ -98,4 +105,24 @@ def split_lines(
         used += size
     if current:
         pieces.append("\n".join(header + current))
+    return pieces
+
+
+def cut_word(word: str, max_tokens: int, count: TokenCounter) -> list[str]:
+    """Cut one over-long word into consecutive pieces of at most `max_tokens` tokens.
+
+    Each cut is first guessed from the word's characters per token, then halved until it fits,
+    so the counter runs a few times per piece, not once per character.
+    """
+    pieces: list[str] = []
+    per_token = max(len(word) / max(count(word), 1), 1.0)
+    start = 0
+    while start < len(word):
+        length = max(1, int(max_tokens * per_token))
+        piece = word[start : start + length]
+        while length > 1 and count(piece) > max_tokens:
+            length = max(1, length // 2 if count(piece) > 2 * max_tokens else int(length * 0.9))
+            piece = word[start : start + length]
+        pieces.append(piece)
+        start += length
     return pieces

@@ -4,7 +4,6 @@ embedded Qdrant engine), so each runs in the thread pool, off the event loop."""
 from __future__ import annotations
 
 import base64
-import io
 import logging
 from collections.abc import Callable
 from pathlib import PurePath
@@ -13,8 +12,16 @@ from typing import TypeVar
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
 
+from retrieval.pdf_text import (
+    PdfLimits,
+    PdfTooLargeError,
+    PdfTooSlowError,
+    PdfUnreadableError,
+    extract_pdf_text,
+)
 from retrieval.service import Retriever
 from retrieval.types import Document, DocumentInfo
+from server.auth import PLATFORM, Principal
 from server.documents_api.protocol import (
     DocumentDetail,
     DocumentIn,
@@ -30,6 +37,7 @@ from server.errors import (
     ModelNotFoundError,
     NotFoundError,
     PayloadTooLargeError,
+    UnprocessableError,
 )
 from server.rag.service import RetrievalUnavailableError, numbered_sources
 
@@ -47,12 +55,21 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+# The limits OpenAI documents for its own embeddings endpoint: inputs per request, tokens per
+# input, tokens per request. They bound the work (and memory) one request can ask for.
+MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_INPUT_TOKENS = 8192
+MAX_EMBEDDING_REQUEST_TOKENS = 300_000
+
+
 class DocumentService:
     def __init__(
         self, retriever: Retriever, *, max_document_bytes: int, retry_after_s: int = 5
     ) -> None:
         self.retriever = retriever
         self._max_bytes = max_document_bytes
+        # The text a PDF may expand to is bounded like a document's bytes.
+        self._pdf_limits = PdfLimits(max_chars=max_document_bytes)
         self._retry_after_s = retry_after_s
 
     async def _store(
@@ -82,16 +99,28 @@ class DocumentService:
             ) from exc
 
     # --- collections -----------------------------------------------------------------------
-    async def create_collection(self, name: str) -> None:
-        await self._store(name, lambda: self.retriever.create_collection(name), param="name")
+    async def create_collection(self, name: str, tenant: str) -> None:
+        await self._store(
+            name, lambda: self.retriever.create_collection(name, tenant=tenant), param="name"
+        )
 
-    async def list_collections(self) -> list[str]:
-        return await self._store("", self.retriever.list_collections)
+    async def list_collections(self, tenant: str | None) -> list[str]:
+        """The collection names `tenant` may see (None: all of them)."""
+        return await self._store("", lambda: self.retriever.list_collections(tenant))
 
-    async def delete_collection(self, name: str) -> None:
-        if name not in await self.list_collections():
+    async def delete_collection(self, name: str, principal: Principal) -> None:
+        """A platform admin drops the collection for everyone; a tenant admin removes its own
+        tenant's documents from it, and other tenants' documents stay."""
+        if name not in await self.list_collections(
+            None if principal.can(PLATFORM) else principal.tenant
+        ):
             raise _no_collection(name)
-        await self._store(name, lambda: self.retriever.delete_collection(name))
+        if principal.can(PLATFORM):
+            await self._store(name, lambda: self.retriever.delete_collection(name))
+        else:
+            await self._store(
+                name, lambda: self.retriever.delete_tenant_documents(name, principal.tenant)
+            )
 
     # --- documents -------------------------------------------------------------------------
     async def ingest(
@@ -124,14 +153,22 @@ class DocumentService:
             chunks=report.chunks, document_ids=[d.doc_id for d in docs],
         )  # fmt: skip
 
-    def document_from_upload(
+    def check_upload_size(self, filename: str, size: int | None) -> None:
+        """Raises PayloadTooLargeError for a file over the limit, from its spooled size."""
+        if size is not None and size > self._max_bytes:
+            raise PayloadTooLargeError(
+                f"{filename} is {size} bytes, over the {self._max_bytes} byte limit"
+            )
+
+    async def document_from_upload(
         self, filename: str, content: bytes, *, doc_id: str | None, title: str | None
     ) -> DocumentIn:
         """Turn an uploaded file into a document (txt, md, html, pdf).
 
         Raises:
-            PayloadTooLargeError: the file is over the size limit.
+            PayloadTooLargeError: the file, or the text a PDF expands to, is over a limit.
             InvalidRequestError: an unsupported type, or content that cannot be read.
+            UnprocessableError: a PDF whose extraction outran its deadline.
         """
         if len(content) > self._max_bytes:
             raise PayloadTooLargeError(
@@ -146,7 +183,8 @@ class DocumentService:
                 param="files",
             )
         if content_type == "application/pdf":
-            text, content_type = _pdf_text(filename, content), "text/plain"
+            text = await run_in_threadpool(_pdf_text, filename, content, self._pdf_limits)
+            content_type = "text/plain"
         else:
             try:
                 text = content.decode("utf-8")
@@ -201,9 +239,28 @@ class DocumentService:
             raise ModelNotFoundError(model)
         if not texts or any(not t for t in texts):
             raise InvalidRequestError("input must be non-empty text", param="input")
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise InvalidRequestError(
+                f"input has {len(texts)} items; at most {MAX_EMBEDDING_INPUTS} per request",
+                param="input",
+            )
         embedder = self.retriever.embedder
+        counts = await run_in_threadpool(lambda: [embedder.count_tokens(t) for t in texts])
+        longest = max(range(len(counts)), key=counts.__getitem__)
+        if counts[longest] > MAX_EMBEDDING_INPUT_TOKENS:
+            raise InvalidRequestError(
+                f"input[{longest}] has {counts[longest]} tokens; at most "
+                f"{MAX_EMBEDDING_INPUT_TOKENS} per input",
+                param="input",
+            )
+        tokens = sum(counts)
+        if tokens > MAX_EMBEDDING_REQUEST_TOKENS:
+            raise InvalidRequestError(
+                f"input has {tokens} tokens in all; at most {MAX_EMBEDDING_REQUEST_TOKENS} "
+                "per request: split it",
+                param="input",
+            )
         vectors = await run_in_threadpool(embedder.embed_documents, texts)
-        tokens = sum(embedder.count_tokens(t) for t in texts)
         data = [
             EmbeddingData(
                 index=i, embedding=_encode(np.asarray(v, dtype=np.float32), encoding_format)
@@ -223,17 +280,16 @@ def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
     return [float(x) for x in vector]
 
 
-def _pdf_text(filename: str, content: bytes) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
+def _pdf_text(filename: str, content: bytes, limits: PdfLimits) -> str:
+    """The PDF's text, extracted in a bounded child process (see `retrieval.pdf_text`)."""
     try:
-        reader = PdfReader(io.BytesIO(content))
-        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except (PdfReadError, ValueError, KeyError) as exc:
-        raise InvalidRequestError(
-            f"{filename} is not a readable PDF ({exc})", param="files"
-        ) from exc
+        return extract_pdf_text(content, limits)
+    except PdfTooLargeError as exc:
+        raise PayloadTooLargeError(f"{filename}: {exc.reason}") from exc
+    except PdfTooSlowError as exc:
+        raise UnprocessableError(f"{filename}: {exc.reason}", param="files") from exc
+    except PdfUnreadableError as exc:
+        raise InvalidRequestError(f"{filename} is {exc.reason}", param="files") from exc
 
 
 def _document_out(info: DocumentInfo) -> DocumentOut:
