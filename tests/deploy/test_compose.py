@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from tests.deploy.support import DEPLOY, run, tool
 
@@ -18,6 +19,8 @@ COMPOSE_FILE = DEPLOY / "compose" / "docker-compose.yml"
 REQUIRED_ENV = {
     "RAGDOCK_API_KEYS": "k" * 32,
     "RAGDOCK_POSTGRES_PASSWORD": "d" * 24,
+    "RAGDOCK_QDRANT_API_KEY": "q" * 32,
+    "RAGDOCK_ENGINE_API_KEY": "e" * 32,
     "GRAFANA_ADMIN_PASSWORD": "p" * 16,
 }
 
@@ -43,7 +46,15 @@ def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
     assert compose["services"]["vllm"]["image"].startswith("vllm/vllm-openai:v")
 
 
-@pytest.mark.parametrize("missing", ["RAGDOCK_API_KEYS", "RAGDOCK_POSTGRES_PASSWORD"])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "RAGDOCK_API_KEYS",
+        "RAGDOCK_POSTGRES_PASSWORD",
+        "RAGDOCK_QDRANT_API_KEY",
+        "RAGDOCK_ENGINE_API_KEY",
+    ],
+)
 def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
     env = {"PATH": os.environ["PATH"], **REQUIRED_ENV}
     del env[missing]
@@ -72,6 +83,51 @@ def test_gateway_keeps_its_control_plane_in_the_postgres_service(compose: dict[s
     assert url.username == pg_env["POSTGRES_USER"]
     assert url.password == pg_env["POSTGRES_PASSWORD"]
     assert url.path == f"/{pg_env['POSTGRES_DB']}"
+
+
+def test_only_the_gateway_and_the_dashboards_are_published_on_the_host(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"gateway", "grafana", "prometheus"}
+    for backend in ("vllm", "qdrant", "postgres"):
+        assert not services[backend].get("ports"), backend
+        assert services[backend].get("network_mode") != "host", backend
+
+
+def test_qdrant_and_vllm_require_the_keys_the_gateway_sends(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    qdrant, vllm = services["qdrant"]["environment"], services["vllm"]["environment"]
+    gateway = services["gateway"]["environment"]
+    qdrant_key, engine_key = (
+        REQUIRED_ENV["RAGDOCK_QDRANT_API_KEY"],
+        REQUIRED_ENV["RAGDOCK_ENGINE_API_KEY"],
+    )
+    assert qdrant["QDRANT__SERVICE__API_KEY"] == gateway["RAGDOCK_QDRANT_API_KEY"] == qdrant_key
+    assert vllm["VLLM_API_KEY"] == gateway["RAGDOCK_ENGINE_API_KEY"] == engine_key
+    # Not on vLLM's command line, where `ps` and `docker inspect` would show it.
+    assert not any(arg.startswith("--api-key") for arg in services["vllm"]["command"])
+    # The healthcheck stays on /health, which vLLM leaves open (the key guards /v1/... only).
+    assert "http://127.0.0.1:8000/health'" in " ".join(services["vllm"]["healthcheck"]["test"])
+
+
+def test_prometheus_scrapes_qdrant_with_its_key(compose: dict[str, Any]) -> None:
+    # Qdrant's /metrics needs the key: a compose secret from the same variable, at the path
+    # prometheus.yml reads.
+    assert compose["secrets"]["qdrant_api_key"]["environment"] == "RAGDOCK_QDRANT_API_KEY"
+    (secret,) = compose["services"]["prometheus"]["secrets"]
+    assert secret["source"] == "qdrant_api_key"
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (qdrant,) = [job for job in config["scrape_configs"] if job["job_name"] == "qdrant"]
+    assert qdrant["authorization"]["credentials_file"] == secret["target"]
+    assert qdrant["static_configs"] == [{"targets": ["qdrant:6333"]}]
+
+
+def test_gateway_serves_no_api_docs_and_no_key_names_in_metrics(compose: dict[str, Any]) -> None:
+    env = compose["services"]["gateway"]["environment"]
+    assert env["RAGDOCK_API_DOCS"] == "false"
+    assert env["RAGDOCK_METRICS_KEY_LABELS"] == "false"
 
 
 def test_vllm_serves_lora_with_runtime_updates_on_a_gpu(compose: dict[str, Any]) -> None:

@@ -148,11 +148,21 @@ def test_gateway_is_probed_autoscaled_and_protected_from_disruption(
 def test_secrets_are_generated_only_in_dev(overlay: tuple[str, list[Manifest]]) -> None:
     name, docs = overlay
     env = _env(_container(_one(docs, "Deployment", "gateway")))
-    refs = [env[var]["secretKeyRef"] for var in ("RAGDOCK_API_KEYS", "RAGDOCK_DATABASE_URL")]
+    refs = [
+        env[var]["secretKeyRef"]
+        for var in (
+            "RAGDOCK_API_KEYS",
+            "RAGDOCK_DATABASE_URL",
+            "RAGDOCK_QDRANT_API_KEY",
+            "RAGDOCK_ENGINE_API_KEY",
+        )
+    ]
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
     if name == "prod":
         assert secrets == {}  # created by the operator, never committed
-        assert [r["name"] for r in refs] == ["ragdock-api-keys", "ragdock-database"]
+        assert [r["name"] for r in refs] == [
+            "ragdock-api-keys", "ragdock-database", "ragdock-backends", "ragdock-backends",
+        ]  # fmt: skip
     else:
         assert set(secrets) == {r["name"] for r in refs}
         for ref in refs:
@@ -231,8 +241,9 @@ def test_prod_can_use_an_external_database_instead(tmp_path: Path) -> None:
     docs = _render(external)
     for doc in docs:
         kv.validate(doc, KUBERNETES_VERSION, strict=True)
+    # The StatefulSet, its Service and its NetworkPolicy.
     assert not [d for d in docs if d["metadata"]["name"].startswith("postgres")]
-    assert len(docs) == len(_render(DEPLOY / "k8s" / "overlays" / "prod")) - 2
+    assert len(docs) == len(_render(DEPLOY / "k8s" / "overlays" / "prod")) - 3
     url_ref = _env(_container(_one(docs, "Deployment", "gateway")))["RAGDOCK_DATABASE_URL"]
     assert url_ref["secretKeyRef"] == {"name": "ragdock-database", "key": "RAGDOCK_DATABASE_URL"}
 
@@ -259,3 +270,147 @@ def test_every_service_selects_pods_and_every_workload_is_scraped(
     namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
     (namespace,) = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
     assert namespaces == {namespace}
+
+
+# The backends' API keys: the variable each backend reads, and the gateway's for the same key.
+BACKEND_KEYS = {
+    ("StatefulSet", "qdrant"): ("QDRANT__SERVICE__API_KEY", "RAGDOCK_QDRANT_API_KEY"),
+    ("Deployment", "vllm"): ("VLLM_API_KEY", "RAGDOCK_ENGINE_API_KEY"),
+}
+
+
+def test_qdrant_and_vllm_require_the_keys_the_gateway_sends(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    name, docs = overlay
+    gateway_env = _env(_container(_one(docs, "Deployment", "gateway")))
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    keys = set()
+    for (kind, workload), (var, gateway_var) in BACKEND_KEYS.items():
+        ref = _env(_container(_one(docs, kind, workload)))[var]["secretKeyRef"]
+        assert ref == gateway_env[gateway_var]["secretKeyRef"], workload  # same Secret and key
+        assert not ref.get("optional"), workload  # no backend without its key
+        keys.add(ref["key"])
+        if name == "prod":
+            assert ref["name"] == "ragdock-backends"  # created by the operator
+        else:
+            assert ref["name"].startswith("ragdock-backends-")  # generated, hash suffix
+            assert _decoded(secrets[ref["name"]])[ref["key"]], workload
+    assert keys == {"QDRANT_API_KEY", "VLLM_API_KEY"}  # one key per backend
+    vllm = _container(_one(docs, "Deployment", "vllm"))
+    assert not any(arg.startswith("--api-key") for arg in vllm["args"])  # not in the pod spec
+    # Probes use what the keys leave open: vLLM guards /v1/... only, Qdrant all but these.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert vllm[probe]["httpGet"]["path"] == "/health", probe
+    qdrant = _container(_one(docs, "StatefulSet", "qdrant"))
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert qdrant[probe]["httpGet"]["path"] in {"/healthz", "/livez", "/readyz"}, probe
+
+
+def test_gateway_serves_no_api_docs_and_no_key_names_in_metrics(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, docs = overlay
+    env = _env(_container(_one(docs, "Deployment", "gateway")))
+    assert env["RAGDOCK_API_DOCS"] == "false"
+    assert env["RAGDOCK_METRICS_KEY_LABELS"] == "false"
+
+
+ANYWHERE = "anywhere"
+PROMETHEUS = "prometheus"  # pods labelled app.kubernetes.io/name=prometheus, in any namespace
+# What NetworkPolicies admit to each workload's pods: (source, port).
+EXPECTED_INGRESS = {
+    "gateway": {(ANYWHERE, 8000)},
+    "vllm": {("gateway", 8000), (PROMETHEUS, 8000)},
+    "qdrant": {
+        ("gateway", 6333), ("gateway", 6334), (PROMETHEUS, 6333),
+        ("qdrant", 6333), ("qdrant", 6334), ("qdrant", 6335),
+    },
+    "postgres": {("gateway", 5432)},
+}  # fmt: skip
+
+
+def _workloads(docs: list[Manifest]) -> dict[str, Manifest]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] in {"Deployment", "StatefulSet"}}
+
+
+def _selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector  # matchExpressions are not evaluated here
+    return bool(selector.get("matchLabels", {}).items() <= labels.items())
+
+
+def _source(peer: Manifest, pods: dict[str, dict[str, str]]) -> str:
+    """The workload (or Prometheus) a NetworkPolicy peer admits; anything wider fails."""
+    assert set(peer) <= {"podSelector", "namespaceSelector"}, peer  # no ipBlock
+    if "namespaceSelector" in peer:
+        # Other namespaces: only Prometheus, by a label no workload of ragdock carries.
+        assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": PROMETHEUS}}
+        assert not [n for n, labels in pods.items() if _selects(peer["podSelector"], labels)]
+        return PROMETHEUS
+    (matched,) = [n for n, labels in pods.items() if _selects(peer["podSelector"], labels)]
+    return matched
+
+
+def _ingress(docs: list[Manifest], workload: Manifest) -> set[tuple[str, int]]:
+    pods = {n: w["spec"]["template"]["metadata"]["labels"] for n, w in _workloads(docs).items()}
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    named_ports = {p["name"]: p["containerPort"] for p in _container(workload)["ports"]}
+    admitted = set()
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        if not _selects(policy["spec"]["podSelector"], labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            sources = [_source(peer, pods) for peer in rule.get("from", [])] or [ANYWHERE]
+            assert rule.get("ports"), policy["metadata"]  # a rule without ports admits them all
+            for port in rule["ports"]:
+                assert port.get("protocol", "TCP") == "TCP" and "endPort" not in port
+                number = named_ports.get(port["port"], port["port"])
+                admitted |= {(source, number) for source in sources}
+    return admitted
+
+
+def test_a_default_deny_policy_isolates_every_pod(overlay: tuple[str, list[Manifest]]) -> None:
+    _, docs = overlay
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    (deny,) = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert deny["spec"]["policyTypes"] == ["Ingress"]
+    assert not deny["spec"].get("ingress")
+    # Ingress only: egress (DNS, the gateways' connections out) is left alone.
+    assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in policies)
+    # Every other policy selects pods that exist.
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in _workloads(docs).values()]
+    for policy in policies:
+        assert any(_selects(policy["spec"]["podSelector"], labels) for labels in pods)
+
+
+@pytest.mark.parametrize("backend", ["qdrant", "vllm", "postgres"])
+def test_only_the_gateway_reaches_the_backends(
+    overlay: tuple[str, list[Manifest]], backend: str
+) -> None:
+    _, docs = overlay
+    workload = _workloads(docs)[backend]
+    admitted = _ingress(docs, workload)
+    assert admitted == EXPECTED_INGRESS[backend]
+    # The gateway reaches every port of the backend's Service (what it connects to).
+    service = _one(docs, "Service", backend)
+    named_ports = {p["name"]: p["containerPort"] for p in _container(workload)["ports"]}
+    for port in service["spec"]["ports"]:
+        assert ("gateway", named_ports.get(port["targetPort"], port["targetPort"])) in admitted
+    # Anything else is a scrape of the metrics port or (Qdrant) a peer.
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    scraped = {p for s, p in admitted if s == PROMETHEUS}
+    if annotations["prometheus.io/scrape"] == "true":
+        assert scraped == {int(annotations["prometheus.io/port"])}
+    else:
+        assert scraped == set()
+    assert {s for s, _ in admitted} <= {"gateway", PROMETHEUS, backend}
+    peers = {p for s, p in admitted if s == backend}
+    assert peers == ({6333, 6334, 6335} if backend == "qdrant" else set())
+
+
+def test_the_gateway_api_is_open_to_clients(overlay: tuple[str, list[Manifest]]) -> None:
+    _, docs = overlay
+    gateway = _workloads(docs)["gateway"]
+    assert _ingress(docs, gateway) == EXPECTED_INGRESS["gateway"]
+    service = _one(docs, "Service", "gateway")
+    assert [p["port"] for p in service["spec"]["ports"]] == [8000]

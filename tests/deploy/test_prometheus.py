@@ -21,15 +21,41 @@ from tests.deploy.support import (
 PROMETHEUS = DEPLOY / "prometheus"
 
 
+# Where each config expects the Qdrant API key: a compose secret, or the Secret ragdock-backends
+# mounted the Prometheus Operator's way.
+QDRANT_KEY_FILES = {
+    "prometheus.yml": "/run/secrets/qdrant_api_key",
+    "prometheus-k8s.yml": "/etc/prometheus/secrets/ragdock-backends/QDRANT_API_KEY",
+}
+
+
+def _jobs(config: str) -> dict[str, dict[str, Any]]:
+    scrape_configs = yaml.safe_load((PROMETHEUS / config).read_text())["scrape_configs"]
+    return {job["job_name"]: job for job in scrape_configs}
+
+
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-k8s.yml"])
-def test_scrape_config_is_valid_and_scrapes_gateway_vllm_and_qdrant(config: str) -> None:
-    proc = run(tool("promtool"), "check", "config", PROMETHEUS / config)
+def test_scrape_config_is_valid_and_scrapes_gateway_vllm_and_qdrant(
+    config: str, tmp_path: Path
+) -> None:
+    # promtool checks that credential files exist: point them at a stand-in, rules alongside.
+    key_file = tmp_path / "qdrant-api-key"
+    key_file.write_text("k" * 32)
+    text = (PROMETHEUS / config).read_text()
+    assert text.count(QDRANT_KEY_FILES[config]) == 1
+    (tmp_path / config).write_text(text.replace(QDRANT_KEY_FILES[config], str(key_file)))
+    shutil.copy(PROMETHEUS / "alerts.yml", tmp_path)
+    proc = run(tool("promtool"), "check", "config", tmp_path / config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    jobs = {
-        job["job_name"]
-        for job in yaml.safe_load((PROMETHEUS / config).read_text())["scrape_configs"]
-    }
-    assert jobs == {"gateway", "vllm", "qdrant"}  # the alert rules select these job names
+    assert set(_jobs(config)) == {"gateway", "vllm", "qdrant"}  # the alert rules select these
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-k8s.yml"])
+def test_only_the_qdrant_scrape_sends_a_key(config: str) -> None:
+    # Qdrant's /metrics requires its API key (as a bearer token); the gateway's and vLLM's are open.
+    jobs = _jobs(config)
+    assert jobs["qdrant"]["authorization"] == {"credentials_file": QDRANT_KEY_FILES[config]}
+    assert "authorization" not in jobs["gateway"] and "authorization" not in jobs["vllm"]
 
 
 def test_alert_rules_are_valid() -> None:
