@@ -45,7 +45,12 @@ from adapters.errors import (
 from adapters.names import check_alias, check_name, check_version
 from adapters.validation import AdapterInfo, AdapterLimits, validate_adapter_dir
 from ragdock.controlplane import ControlPlane, open_control_plane
-from ragdock.controlplane.schema import adapter_aliases, adapter_versions, audit_log
+from ragdock.controlplane.schema import (
+    adapter_aliases,
+    adapter_owners,
+    adapter_versions,
+    audit_log,
+)
 
 MANIFEST = "manifest.json"
 EVAL_REPORT = "eval_report.json"
@@ -102,14 +107,26 @@ class AdapterRegistry:
         self._import_files()
 
     # --- reads ----------------------------------------------------------------------------
-    def names(self) -> list[str]:
+    def names(self, viewer: str | None = None) -> list[str]:
+        """Adapter names with a live version; with `viewer` (a tenant), only those it may use."""
         with self.control.read() as conn:
             rows = conn.execute(
                 select(adapter_versions.c.name)
                 .where(adapter_versions.c.deleted_at.is_(None))
                 .distinct()
             ).scalars()
-            return sorted(rows)
+            owners = _owners(conn)
+        return sorted(n for n in rows if viewer is None or _usable(owners.get(n), viewer))
+
+    def ownership(self, name: str) -> tuple[str, str] | None:
+        """(owner tenant, visibility) of an adapter name; None when it has no owner (pushed
+        before owners were recorded: shared)."""
+        with self.control.read() as conn:
+            return _owners(conn, check_name(name)).get(name)
+
+    def may_use(self, name: str, viewer: str | None) -> bool:
+        """Whether tenant `viewer` may serve or see the adapter (None: a platform admin)."""
+        return viewer is None or _usable(self.ownership(name), viewer)
 
     def versions(self, name: str) -> list[AdapterVersion]:
         with self.control.read() as conn:
@@ -165,11 +182,20 @@ class AdapterRegistry:
 
     # --- writes ---------------------------------------------------------------------------
     def push(
-        self, source: Path, name: str, *, version: str | None = None, actor: str
+        self,
+        source: Path,
+        name: str,
+        *,
+        version: str | None = None,
+        actor: str,
+        owner: str | None = None,
+        visibility: str = "shared",
     ) -> AdapterVersion:
         """Validate and copy an adapter directory in as a new version.
 
-        An `eval_report.json` in `source` is attached with it.
+        An `eval_report.json` in `source` is attached with it. The first push of a name records
+        its owner tenant and visibility (`tenant`: that tenant only; `shared`: every tenant);
+        later pushes keep them.
 
         Raises:
             AdapterValidationError: the adapter is unsafe, malformed, or for another base model.
@@ -207,6 +233,10 @@ class AdapterRegistry:
                 self.fault("renamed")
                 self._publish_for_resolver(name, label, info.config)
                 self.fault("published")
+                if owner is not None and name not in _owners(conn, name):
+                    conn.execute(adapter_owners.insert().values(
+                        name=name, owner=owner, visibility=visibility
+                    ))  # fmt: skip
                 conn.execute(adapter_versions.insert().values(
                     name=name, version=label, number=_label_number(label),
                     record=json.dumps(record), pushed_at=record["pushed_at"], deleted_at=None,
@@ -445,6 +475,17 @@ class AdapterRegistry:
             now = self.control.now(conn)
             for alias, entry in aliases.items():
                 _set_alias(conn, name, alias, entry, now)
+
+
+def _owners(conn: Connection, name: str | None = None) -> dict[str, tuple[str, str]]:
+    query = select(adapter_owners.c.name, adapter_owners.c.owner, adapter_owners.c.visibility)
+    if name is not None:
+        query = query.where(adapter_owners.c.name == name)
+    return {n: (o, v) for n, o, v in conn.execute(query).all()}
+
+
+def _usable(ownership: tuple[str, str] | None, viewer: str) -> bool:
+    return ownership is None or ownership[1] == "shared" or ownership[0] == viewer
 
 
 def gate_verdict(report: dict[str, Any] | None) -> tuple[bool, str]:

@@ -23,7 +23,11 @@ from pydantic_settings import (
 
 from ragdock.compute_dtype import DtypeSetting
 
-ALL_SCOPES = frozenset({"chat", "ingest", "admin"})
+# chat: ask (completions, RAG, retrieve, embeddings); ingest: manage the tenant's documents;
+# admin: manage the tenant's collections and adapters; platform: what all tenants share.
+ALL_SCOPES = frozenset({"chat", "ingest", "admin", "platform"})
+# A key that names no scopes may only chat: least privilege unless the operator says otherwise.
+DEFAULT_SCOPES = frozenset({"chat"})
 # Obvious placeholders are refused so a copied example config never guards a real deployment.
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "sk-xxx", "your-api-key"}
 _MIN_KEY_LENGTH = 16
@@ -41,7 +45,7 @@ class ApiKey(BaseModel):
     key: SecretStr
     name: str = ""
     tenant: str = "default"
-    scopes: frozenset[str] = ALL_SCOPES
+    scopes: frozenset[str] = DEFAULT_SCOPES
 
     @field_validator("key")
     @classmethod
@@ -126,6 +130,16 @@ class Settings(BaseSettings):
         None, description="A Qdrant server or cluster instead of the embedded engine."
     )
     qdrant_api_key: SecretStr | None = None
+    api_docs: bool = Field(
+        True,
+        description="Serve /docs, /redoc and /openapi.json (turn off in production: the schema "
+        "is a map for an attacker and the docs page loads nothing a client needs).",
+    )
+    metrics_key_labels: bool = Field(
+        True,
+        description="Label per-key metrics with the key's name; off, they read '-' (for a "
+        "/metrics port that others can scrape).",
+    )
     database_url: SecretStr | None = Field(
         None,
         description="The control plane (document catalog, ingest leases, adapter registry "

@@ -90,7 +90,9 @@ class Catalog:
             ).scalar_one_or_none()
         return str(value) if value is not None else None
 
-    def ensure(self, name: str, *, legacy: Path | None = None) -> str:
+    def ensure(
+        self, name: str, *, legacy: Path | None = None, created_by: str | None = None
+    ) -> str:
         """The collection's generation, registering it with a new one when absent.
 
         Args:
@@ -98,6 +100,7 @@ class Catalog:
             legacy: a per-collection SQLite catalog from before the control plane; when it
                 exists and the collection is new here, its documents are imported in the same
                 transaction and the file is renamed `*.imported` (kept, never deleted).
+            created_by: the tenant that creates it (recorded when the row is new).
         """
         imported = False
         with self.plane.write() as conn:
@@ -110,6 +113,7 @@ class Catalog:
             now = self.plane.now(conn)
             _insert_ignore(conn, collections, {
                 "name": name, "generation": generation, "seq": 0, "created_at": now,
+                "created_by": created_by,
             }, ["name"])  # fmt: skip
             current = conn.execute(
                 select(collections.c.generation).where(collections.c.name == name)
@@ -132,10 +136,22 @@ class Catalog:
             conn.execute(delete(collections).where(collections.c.name == name))
         return generation
 
-    def names(self) -> list[str]:
-        """Every collection the catalog knows."""
+    def names(self, tenant: str | None = None) -> list[str]:
+        """Every collection the catalog knows; with `tenant`, those it created or has
+        documents in (a tenant never learns the names of another's collections)."""
+        query = select(collections.c.name)
+        if tenant is not None:
+            has_documents = (
+                select(documents.c.doc_id)
+                .where(
+                    documents.c.generation == collections.c.generation,
+                    documents.c.tenant == tenant,
+                )
+                .exists()
+            )
+            query = query.where((collections.c.created_by == tenant) | has_documents)
         with self.plane.read() as conn:
-            return sorted(conn.execute(select(collections.c.name)).scalars())
+            return sorted(conn.execute(query).scalars())
 
     # -- reads -----------------------------------------------------------------------------
     def snapshot(self, name: str) -> Snapshot | None:
@@ -306,6 +322,18 @@ class Catalog:
             conn.execute(delete(documents).where(*where))
             gone = PendingRev(str(rev), tenant, doc_id, "retired")
             _retire(conn, generation, [gone], self.plane.now(conn), self.plane.owner)
+        return gone
+
+    def remove_tenant(self, name: str, generation: str, tenant: str) -> list[PendingRev]:
+        """Take every document of a tenant out of the catalog in one transaction."""
+        with self.plane.write() as conn:
+            if _lock_collection(conn, name) != generation:
+                raise CollectionGoneError(f"collection {name!r} was dropped")
+            where = (documents.c.generation == generation, documents.c.tenant == tenant)
+            rows = conn.execute(select(documents.c.rev, documents.c.doc_id).where(*where)).all()
+            gone = [PendingRev(str(rev), tenant, str(doc_id), "retired") for rev, doc_id in rows]
+            conn.execute(delete(documents).where(*where))
+            _retire(conn, generation, gone, self.plane.now(conn), self.plane.owner)
         return gone
 
     # -- collection of garbage ------------------------------------------------------------

@@ -180,20 +180,41 @@ class Retriever:
             raise KeyError(f"collection {name!r} does not exist")
         return fresh
 
-    def create_collection(self, name: str) -> None:
-        """Create a collection (idempotent)."""
+    def create_collection(self, name: str, *, tenant: str | None = None) -> None:
+        """Create a collection (idempotent); `tenant` is recorded as its creator."""
         check_collection_name(name)
         if not self.store.collection_exists(name):
             # A catalog without its store collection belongs to one deleted outside ragdock:
             # the new collection must not inherit it.
             self.catalog.drop(name)
             self.store.create_collection(name, self.embedder.dim)
-        self.catalog.ensure(name, legacy=self._legacy_catalog(name))
+        self.catalog.ensure(name, legacy=self._legacy_catalog(name), created_by=tenant)
         self.snapshots.forget(name)
 
-    def list_collections(self) -> list[str]:
-        """Collection names."""
-        return self.store.list_collections()
+    def list_collections(self, tenant: str | None = None) -> list[str]:
+        """Collection names; with `tenant`, only those it created or has documents in."""
+        names = self.store.list_collections()
+        if tenant is None:
+            return names
+        for name in set(names) - set(self.catalog.names()):
+            self._generation(name)  # made before the control plane: register it first
+        return sorted(set(names) & set(self.catalog.names(tenant)))
+
+    def delete_tenant_documents(self, name: str, tenant: str) -> int:
+        """Remove every document of `tenant` from a collection, atomically for readers (the
+        points go after the grace period); other tenants' documents stay.
+
+        Returns:
+            How many documents were removed.
+        """
+        generation = self._generation(name)
+        try:
+            gone = self.catalog.remove_tenant(name, generation, tenant)
+        except CollectionGoneError as exc:
+            raise KeyError(f"collection {name!r} was dropped") from exc
+        finally:
+            self.snapshots.forget(name)
+        return len(gone)
 
     def delete_collection(self, name: str) -> None:
         """Drop a collection with its catalog (the catalog first: from that transaction on, no

@@ -9,19 +9,24 @@ balancer try another replica. The per-key cap keeps one noisy application from t
 This is a plain ASGI middleware rather than a FastAPI dependency because a streamed answer must
 hold its slot until its last byte is sent, long after the route function has returned. Probes
 (`/healthz`, `/readyz`) and `/metrics` are never limited: an overloaded gateway must still say so.
+It runs after `AccessControl`, so only authenticated requests ever hold a slot, and it reads the
+principal that layer left instead of checking the key again.
+
+Body limits are per route: the routes that carry files or documents take large bodies, every
+other route (the JSON ones under `/v1/adapters` included) a small JSON body.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragdock.settings import Settings
-from server.auth import KeyRing
+from server.auth import Principal
 from server.errors import (
-    AuthenticationError,
     GatewayError,
     PayloadTooLargeError,
     RateLimitError,
@@ -32,6 +37,9 @@ from server.metrics import GatewayMetrics
 # Multipart framing around an adapter's files: boundaries and part headers, far below this.
 _MULTIPART_SLACK = 2**20
 _LIMITED_PREFIX = "/v1/"
+# The only routes whose bodies are documents or files (POST): everything else is small JSON.
+_DOCUMENT_ROUTES = re.compile(r"^/v1/collections/[^/]+/documents(/upload)?/?$")
+_ADAPTER_UPLOAD = re.compile(r"^/v1/adapters/upload/?$")
 
 
 @dataclass(frozen=True)
@@ -56,12 +64,12 @@ class AdmissionLimits:
             max_adapter_body_bytes=settings.adapter_max_upload_bytes + _MULTIPART_SLACK,
         )
 
-    def body_limit(self, path: str) -> int:
-        """The largest body accepted on `path`: documents and adapter uploads carry files, every
-        other route a JSON request that is small by nature."""
-        if path.startswith("/v1/collections/"):
+    def body_limit(self, method: str, path: str) -> int:
+        """The largest body accepted: document ingest and uploads carry documents, an adapter
+        upload its files; every other route a JSON request that is small by nature."""
+        if method == "POST" and _DOCUMENT_ROUTES.match(path):
             return self.max_ingest_body_bytes
-        if path.startswith("/v1/adapters"):
+        if method == "POST" and _ADAPTER_UPLOAD.match(path):
             return self.max_adapter_body_bytes
         return self.max_body_bytes
 
@@ -72,16 +80,12 @@ class AdmissionControl:
     Args:
         app: the application it guards.
         limits: the caps.
-        keyring: resolves a request's key to the bucket counted against the per-key cap.
         metrics: counts rejections by reason and key.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, limits: AdmissionLimits, keyring: KeyRing, metrics: GatewayMetrics
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, limits: AdmissionLimits, metrics: GatewayMetrics) -> None:
         self.app = app
         self.limits = limits
-        self._keyring = keyring
         self._metrics = metrics
         # One event loop, and no await between a check and its increment: no lock needed.
         self.in_flight = 0
@@ -92,11 +96,11 @@ class AdmissionControl:
             await self.app(scope, receive, send)
             return
         key = self._bucket(scope)
-        limit = self.limits.body_limit(scope["path"])
+        limit = self.limits.body_limit(scope["method"], scope["path"])
         rejection = self._check(scope, key, limit)
         if rejection is not None:
             reason, error = rejection
-            self._metrics.rejections.labels(reason, key or "-").inc()
+            self._metrics.rejections.labels(reason, self._metrics.key_label(key)).inc()
             await error_response(error)(scope, receive, send)
             return
         self.in_flight += 1
@@ -112,13 +116,9 @@ class AdmissionControl:
                     del self.in_flight_by_key[key]
 
     def _bucket(self, scope: Scope) -> str | None:
-        """The key's name; None for a missing or wrong key (the route answers 401 at once, so
-        such requests count against the overall cap only)."""
-        authorization = _header(scope, b"authorization")
-        try:
-            return self._keyring.authenticate(authorization).name
-        except AuthenticationError:
-            return None
+        """The key's name, from the principal `AccessControl` authenticated (None outside it)."""
+        principal = (scope.get("state") or {}).get("principal")
+        return principal.name if isinstance(principal, Principal) else None
 
     def _check(self, scope: Scope, key: str | None, limit: int) -> tuple[str, GatewayError] | None:
         """The reason (a metric label) and the error refusing this request, or None."""
@@ -174,7 +174,7 @@ class AdmissionControl:
             if not too_large or started:
                 raise
         if too_large and not started:
-            self._metrics.rejections.labels("body_too_large", key or "-").inc()
+            self._metrics.rejections.labels("body_too_large", self._metrics.key_label(key)).inc()
             await error_response(_too_large(limit))(scope, receive, send)
 
 

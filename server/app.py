@@ -16,6 +16,7 @@ from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.settings import Settings
 from retrieval.service import Retriever
 from server import health
+from server.access import AccessControl
 from server.adapters_api import router as adapters_router
 from server.adapters_api.service import AdapterService
 from server.admission import AdmissionControl, AdmissionLimits
@@ -109,7 +110,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         registry=registry,
         default_adapter_alias=settings.adapters_default_alias,
     )
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(key_labels=settings.metrics_key_labels)
     loras = LoraManager(
         engine_client,
         capacity=settings.engine_max_loras,
@@ -160,6 +161,9 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         version="0.1.0",
         summary="OpenAI-compatible gateway over vLLM with retrieval and LoRA adapters",
         lifespan=lifespan,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
     app.state.settings = settings
     app.state.engine = engine_client
@@ -187,12 +191,12 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     )
     app.state.adapter_service = AdapterService(registry, loras, settings.adapter_max_upload_bytes)
 
+    # Added last, runs first: the door (who is calling, before any body byte), then admission
+    # (slots and body limits, for authenticated callers only).
     app.add_middleware(
-        AdmissionControl,
-        limits=AdmissionLimits.from_settings(settings),
-        keyring=app.state.keyring,
-        metrics=metrics,
+        AdmissionControl, limits=AdmissionLimits.from_settings(settings), metrics=metrics
     )
+    app.add_middleware(AccessControl, keyring=app.state.keyring)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_router.router)

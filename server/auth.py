@@ -1,21 +1,38 @@
-"""Bearer API keys: compared by SHA-256 digest in constant time, mapped to a principal.
+"""Who is calling and what it may do: bearer API keys, tenants, scopes, in one place.
 
-Keys are not kept in the clear after start-up, only their digests. A presented key is compared
-with every configured digest (no early exit), so timing reveals neither which key matched nor how
-much of it.
+Keys are compared by SHA-256 digest in constant time, and not kept in the clear after start-up.
+`server.access.AccessControl` authenticates every `/v1/` request from its headers before one
+byte of its body is read and leaves the `Principal` in the request's state; every route then
+states the one scope it needs with `Authorized(...)` (tests walk the app to prove each does).
+
+Scopes, and what each implies:
+- `chat`: completions, chat (with RAG, whose sources show the tenant's chunks), retrieve,
+  embeddings, and listing the models the caller may use;
+- `ingest`: the tenant's documents: add, replace, delete, read;
+- `admin`: the tenant's collections and adapters (implies ingest and chat);
+- `platform`: what every tenant shares: shared adapters, dropping a collection outright
+  (implies admin).
+A key configured without scopes gets `chat` only. With no keys configured at all (loopback-only
+mode) the caller is anonymous with `chat` and `ingest`: administration needs a configured key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from ragdock.settings import ALL_SCOPES, ApiKey
+from ragdock.settings import ApiKey
 from server.errors import AuthenticationError, PermissionDeniedError
+
+CHAT, INGEST, ADMIN, PLATFORM = "chat", "ingest", "admin", "platform"
+_IMPLIES: dict[str, frozenset[str]] = {
+    ADMIN: frozenset({INGEST, CHAT}),
+    PLATFORM: frozenset({ADMIN, INGEST, CHAT}),
+}
 
 
 @dataclass(frozen=True)
@@ -25,9 +42,26 @@ class Principal:
     name: str
     tenant: str
     scopes: frozenset[str]
+    granted: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        implied = set(self.scopes)
+        for scope in self.scopes:
+            implied |= _IMPLIES.get(scope, frozenset())
+        object.__setattr__(self, "granted", frozenset(implied))
+
+    def can(self, scope: str) -> bool:
+        """Whether the key holds `scope`, directly or through a broader one."""
+        return scope in self.granted
 
 
-ANONYMOUS = Principal(name="anonymous", tenant="default", scopes=ALL_SCOPES)
+ANONYMOUS = Principal(name="anonymous", tenant="default", scopes=frozenset({CHAT, INGEST}))
+
+
+def viewer_of(principal: Principal) -> str | None:
+    """Whose adapters the caller may see and use: its tenant's (and shared ones); None for a
+    platform admin, who sees all."""
+    return None if principal.can(PLATFORM) else principal.tenant
 
 
 def _digest(key: str) -> bytes:
@@ -75,16 +109,35 @@ class KeyRing:
 
 
 def current_principal(request: Request) -> Principal:
+    """The principal `AccessControl` authenticated (or, outside it, from the header)."""
+    state: Any = request.scope.get("state") or {}
+    principal = state.get("principal") if isinstance(state, dict) else None
+    if isinstance(principal, Principal):
+        return principal
     keyring: KeyRing = request.app.state.keyring
     return keyring.authenticate(request.headers.get("authorization"))
 
 
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-
-
 def require_scope(principal: Principal, scope: str) -> None:
     """Raises PermissionDeniedError when the principal's key lacks `scope`."""
-    if scope not in principal.scopes:
+    if not principal.can(scope):
         raise PermissionDeniedError(
             f"This API key lacks the '{scope}' scope needed for this route", code="missing_scope"
         )
+
+
+def authorized(scope: str) -> Any:
+    """The dependency a route declares: the caller, who must hold `scope`."""
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        require_scope(principal, scope)
+        return principal
+
+    check.required_scope = scope  # type: ignore[attr-defined]  # read by the route-table test
+    return check
+
+
+Chat = Annotated[Principal, Depends(authorized(CHAT))]
+Ingest = Annotated[Principal, Depends(authorized(INGEST))]
+Admin = Annotated[Principal, Depends(authorized(ADMIN))]
+Platform = Annotated[Principal, Depends(authorized(PLATFORM))]

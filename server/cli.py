@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
@@ -19,11 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
+from adapters.errors import PromotionRefusedError
 from engine.cli import engine_spec, wait_with_progress
 from engine.launcher import EngineProcess, EngineStartError
 from engine.model_build import ModelBuildError, resolve_model_dir
 from ragdock.settings import Settings
+from server.adapters_api.service import AdapterService
 from server.app import build_app
+from server.auth import PLATFORM, Principal
 
 console = Console(stderr=True)
 
@@ -110,9 +113,10 @@ def _run_gateway(settings: Settings, *, demo: bool) -> None:
             f"[bold red]No API keys are configured: ignoring host={settings.host} and binding "
             "127.0.0.1 only. Set RAGDOCK_API_KEYS to serve other hosts.[/]"
         )
+    app = build_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            build_app(settings),
+            app,
             host=settings.bind_host,
             port=settings.port,
             log_level=settings.log_level,
@@ -120,7 +124,9 @@ def _run_gateway(settings: Settings, *, demo: bool) -> None:
             timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         )
     )
-    announcer = threading.Thread(target=_announce, args=(server, settings, demo), daemon=True)
+    announcer = threading.Thread(
+        target=_announce, args=(server, settings, demo, app.state.adapter_service), daemon=True
+    )
     announcer.start()
     # uvicorn drains in-flight requests on SIGINT/SIGTERM, then re-raises the signal it caught.
     # Turning both into KeyboardInterrupt lets the caller's cleanup (stopping the engine) run.
@@ -133,7 +139,9 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _announce(server: uvicorn.Server, settings: Settings, demo: bool) -> None:
+def _announce(
+    server: uvicorn.Server, settings: Settings, demo: bool, adapters: AdapterService
+) -> None:
     """Once the gateway listens: print how to call it, and (for `up`) one real answer."""
     while not server.started:
         if server.should_exit:
@@ -166,7 +174,7 @@ def _announce(server: uvicorn.Server, settings: Settings, demo: bool) -> None:
         )
     )
     if demo and not settings.auth_enabled:
-        _demo_answer(base, model)
+        _demo_answer(base, model, adapters)
 
 
 DEMO_COLLECTION = "demo"
@@ -175,7 +183,7 @@ COVERED_QUESTION = "Which port does the ragdock gateway listen on by default?"
 UNCOVERED_QUESTION = "What is the boiling point of mercury?"
 
 
-def _demo_answer(base: str, model: str) -> None:
+def _demo_answer(base: str, model: str, adapters: AdapterService) -> None:
     """Show real answers through the gateway: a completion, then grounded chat over the demo
     documents (one covered question, one the documents do not cover)."""
     http = httpx.Client(base_url=base, timeout=120)
@@ -191,14 +199,19 @@ def _demo_answer(base: str, model: str) -> None:
         )
         if http.get("/v1/collections").status_code != 200:
             return  # retrieval is not installed
-        chat_model = _prepare_demo(http, model)
+        chat_model = _prepare_demo(http, model, adapters)
         for question in (COVERED_QUESTION, UNCOVERED_QUESTION):
             _ask_grounded(http, chat_model, question)
     except (httpx.HTTPError, KeyError, ValueError) as exc:
         console.print(f"[yellow]demo request failed: {exc}[/]")
 
 
-def _prepare_demo(http: httpx.Client, base_model: str) -> str:
+# `up` registers the demo adapter itself, in its own process: without API keys no caller gets
+# the admin scope, and the operator starting the gateway is not a caller.
+OPERATOR = Principal(name="ragdock-up", tenant="default", scopes=frozenset({PLATFORM}))
+
+
+def _prepare_demo(http: httpx.Client, base_model: str, adapters: AdapterService) -> str:
     """Ingest the demo documents (idempotent) and register the shipped grounded adapter."""
     http.post("/v1/collections", json={"name": DEMO_COLLECTION})
     docs = sorted((Path(__file__).parents[1] / "ragdock" / "demo_docs").glob("*.md"))
@@ -213,42 +226,30 @@ def _prepare_demo(http: httpx.Client, base_model: str) -> str:
     shipped = Path(__file__).parents[1] / "adapters" / "demo" / DEMO_ADAPTER
     if not (shipped / "adapter_config.json").is_file():
         return base_model
-    summary = http.get(f"/v1/adapters/{DEMO_ADAPTER}")
-    if summary.status_code == 404 or not _serves_shipped(http, summary.json(), shipped):
+    registry = adapters.registry
+    versions = [v.version for v in registry.versions(DEMO_ADAPTER)]
+    if not versions or not _serves_shipped(adapters, versions[-1], shipped):
         # Not registered yet, or the repo now ships another one (retrained or recalibrated):
         # push it as a new version, so `up` never keeps serving a stale demo adapter.
-        shipped_files = sorted(p for p in shipped.iterdir() if p.is_file())
-        weights = [("files", (p.name, p.read_bytes())) for p in shipped_files]
-        pushed = http.post("/v1/adapters/upload", files=weights, data={"name": DEMO_ADAPTER})
-        pushed.raise_for_status()
-        summary = http.get(f"/v1/adapters/{DEMO_ADAPTER}")
-    listing = summary.json()
-    if "prod" not in listing["aliases"] and listing["versions"]:
+        adapters.push_directory(shipped, DEMO_ADAPTER, None, OPERATOR)
+        versions = [v.version for v in registry.versions(DEMO_ADAPTER)]
+    if "prod" not in registry.aliases(DEMO_ADAPTER):
         # Promotion reads the shipped eval report's gate verdict: on every start, say why it
         # was refused and serve the version by name, as an operator trying a candidate would.
-        promoted = http.post(
-            f"/v1/adapters/{DEMO_ADAPTER}/{listing['versions'][-1]}/promote",
-            json={"alias": "prod"},
-        )
-        if promoted.status_code != 200:
-            reason = promoted.json().get("error", {}).get("message", promoted.text)
-            console.print(f"[yellow]demo adapter not promoted to prod[/]: {escape(reason)}")
-        listing = http.get(f"/v1/adapters/{DEMO_ADAPTER}").json()
-    if "prod" in listing["aliases"]:
+        try:
+            registry.promote(DEMO_ADAPTER, versions[-1], "prod", actor=OPERATOR.name)
+        except PromotionRefusedError as exc:
+            console.print(f"[yellow]demo adapter not promoted to prod[/]: {escape(exc.message)}")
+    if "prod" in registry.aliases(DEMO_ADAPTER):
         return DEMO_ADAPTER
-    return f"{DEMO_ADAPTER}@{listing['versions'][-1]}"
+    return f"{DEMO_ADAPTER}@{versions[-1]}"
 
 
-def _serves_shipped(http: httpx.Client, summary: dict[str, Any], shipped: Path) -> bool:
-    """Whether the registry's newest version of the demo adapter has the shipped manifest."""
-    versions = summary.get("versions") or []
-    if not versions:
-        return False
-    record = http.get(f"/v1/adapters/{DEMO_ADAPTER}/{versions[-1]}")
-    if record.status_code != 200:
-        return False
+def _serves_shipped(adapters: AdapterService, version: str, shipped: Path) -> bool:
+    """Whether this version of the demo adapter has the shipped manifest."""
+    record = adapters.show(DEMO_ADAPTER, version, OPERATOR)
     shipped_manifest = json.loads((shipped / "manifest.json").read_text())
-    return bool(record.json().get("manifest") == shipped_manifest)
+    return bool(record.manifest == shipped_manifest)
 
 
 def _ask_grounded(http: httpx.Client, model: str, question: str) -> None:

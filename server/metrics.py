@@ -16,7 +16,13 @@ _LOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, *, key_labels: bool = True) -> None:
+        """
+        Args:
+            key_labels: label per-key series with the key's name (off: '-', for a /metrics
+                that people other than the operator can scrape).
+        """
+        self._key_labels = key_labels
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -85,6 +91,10 @@ class GatewayMetrics:
             "Calibrated probability that the sources answer the question (calibrated models).",
             ["collection", "model"], buckets=tuple(i / 10 for i in range(1, 10)), registry=r,
         )  # fmt: skip
+
+    def key_label(self, name: str | None) -> str:
+        """The `key` label value for a key's name."""
+        return name if self._key_labels and name else "-"
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

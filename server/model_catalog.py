@@ -60,11 +60,19 @@ class ModelCatalog:
         self._created = int(time.time())
         self._calibrations: dict[str, Calibration | None] = {}
 
-    async def resolve(self, name: str, engine: EngineClient) -> ResolvedModel:
+    async def resolve(
+        self, name: str, engine: EngineClient, *, viewer: str | None = None
+    ) -> ResolvedModel:
         """Resolve a request's model name.
 
+        Args:
+            name: the request's `model`.
+            engine: the engine (to discover the base's name once).
+            viewer: the caller's tenant: adapters of other tenants do not exist for it (None:
+                a platform admin, who may use every adapter).
+
         Raises:
-            ModelNotFoundError: neither the base nor a known adapter version or alias.
+            ModelNotFoundError: neither the base nor an adapter version or alias it may use.
             EngineUnavailableError: the engine's base name must be discovered and it is down.
         """
         if name == self.alias:
@@ -75,6 +83,8 @@ class ModelCatalog:
             raise ModelNotFoundError(name)
         ref = ModelRef.parse(name)
         try:
+            if not self._registry.may_use(ref.name, viewer):
+                raise ModelNotFoundError(name)
             version = self._registry.resolve(ref.name, ref.selector or self._default_alias)
         except RegistryError:
             raise ModelNotFoundError(name) from None
@@ -93,24 +103,25 @@ class ModelCatalog:
             self._calibrations[key] = Calibration.from_manifest(manifest)
         return self._calibrations[key]
 
-    def cards(self) -> list[ModelCard]:
+    def cards(self, viewer: str | None = None) -> list[ModelCard]:
+        """The base and the adapters `viewer` may use (None: all)."""
         base = ModelCard(
             id=self.alias, created=self._created, root=self._root, max_model_len=self._max_model_len
         )
-        return [base, *self._adapter_cards()]
+        return [base, *self._adapter_cards(viewer)]
 
-    def card(self, name: str) -> ModelCard:
-        """Raises ModelNotFoundError for a name the gateway does not serve."""
-        for card in self.cards():
+    def card(self, name: str, viewer: str | None = None) -> ModelCard:
+        """Raises ModelNotFoundError for a name the gateway does not serve to `viewer`."""
+        for card in self.cards(viewer):
             if card.id == name:
                 return card
         raise ModelNotFoundError(name)
 
-    def _adapter_cards(self) -> list[ModelCard]:
+    def _adapter_cards(self, viewer: str | None) -> list[ModelCard]:
         if self._registry is None:
             return []
         cards = []
-        for name in self._registry.names():
+        for name in self._registry.names(viewer):
             for version in self._registry.versions(name):
                 cards.append(self._card(version.ref, str(version.path), version))
             for alias, entry in sorted(self._registry.aliases(name).items()):

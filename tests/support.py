@@ -19,10 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 TEST_API_KEY = "test-key-0123456789abcdef"
 CHAT_ONLY_KEY = "chat-key-0123456789abcdef"
 BETA_KEY = "beta-key-0123456789abcdef"
-# The session gateway's keys: an admin (every scope, tenant "default"), an application key that
-# may only chat (tenant "acme"), and another tenant's key that may chat and ingest ("beta").
+# The session gateway's keys: a platform admin (every scope, tenant "default"), an application
+# key that may only chat (tenant "acme"), and another tenant's key that may chat and ingest
+# ("beta").
 TEST_KEYS_JSON = (
-    f'[{{"key": "{TEST_API_KEY}", "name": "admin"}}, '
+    f'[{{"key": "{TEST_API_KEY}", "name": "admin", "scopes": ["platform"]}}, '
     f'{{"key": "{CHAT_ONLY_KEY}", "name": "app", "tenant": "acme", "scopes": ["chat"]}}, '
     f'{{"key": "{BETA_KEY}", "name": "beta", "tenant": "beta", "scopes": ["chat", "ingest"]}}]'
 )

@@ -30,6 +30,7 @@ collections = Table(
     Column("generation", String(36), nullable=False, unique=True),
     Column("seq", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("created_by", String(128), nullable=True),  # the tenant (0002)
 )
 
 # The live version of each document.
@@ -88,6 +89,17 @@ adapter_aliases = Table(
     Column("version", String(64), nullable=False),
     Column("history", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# Who owns an adapter name (a tenant) and who may use it: that tenant, or every tenant
+# (`shared`, managed by platform admins). Names pushed before owners existed have no row and
+# count as shared (0002).
+adapter_owners = Table(
+    "adapter_owners",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("visibility", String(8), nullable=False),
 )
 
 audit_log = Table(

@@ -1,17 +1,26 @@
 """Adapter administration: the registry's rules plus the engine side (preload before an alias
-moves, so a version that fails to load never displaces the one serving)."""
+moves, so a version that fails to load never displaces the one serving), and who may do what.
+
+A tenant admin sees its tenant's adapters and the shared ones, and manages its tenant's; an
+adapter it pushes is its tenant's alone. Shared adapters (and those pushed before owners were
+recorded) are managed by platform admins. Another tenant's adapter does not exist for a caller:
+404, never 403, so names do not leak."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from adapters.errors import AdapterConflictError, AdapterNotFoundError, AdapterValidationError
 from adapters.names import check_alias
 from adapters.registry import AdapterRegistry, AdapterVersion, gate_verdict
 from server.adapters_api.protocol import AdapterOut, AdapterVersionOut, AliasOut
+from server.auth import PLATFORM, Principal, viewer_of
+from server.errors import PermissionDeniedError
 from server.lora_manager import LoraManager
 
 
@@ -23,69 +32,116 @@ class AdapterService:
         self._loras = loras
         self._max_upload_bytes = max_upload_bytes
 
-    def list_all(self) -> list[AdapterOut]:
-        return [self.summary(name) for name in self.registry.names()]
+    # --- who may do what ----------------------------------------------------------------------
+    def _visible(self, name: str, who: Principal) -> None:
+        if not self.registry.may_use(name, viewer_of(who)):
+            raise AdapterNotFoundError(f"adapter {name!r} does not exist", param="name")
 
-    def summary(self, name: str) -> AdapterOut:
+    def _manageable(self, name: str, who: Principal) -> None:
+        """Raises unless `who` may change `name` (a name nobody pushed yet is free to take)."""
+        self._visible(name, who)
+        if who.can(PLATFORM):
+            return
+        ownership = self.registry.ownership(name)
+        if ownership == (who.tenant, "tenant"):
+            return
+        if ownership is None and not self.registry.versions(name):
+            return
+        raise PermissionDeniedError(
+            f"adapter {name!r} is shared by every tenant: only a platform admin (scope "
+            "'platform') may change it",
+            code="missing_scope",
+        )
+
+    # --- reads ------------------------------------------------------------------------------
+    def list_all(self, who: Principal) -> list[AdapterOut]:
+        return [self.summary(name, who) for name in self.registry.names(viewer_of(who))]
+
+    def audit(self, name: str, who: Principal) -> list[dict[str, Any]]:
+        self._visible(name, who)
+        return self.registry.audit_entries(name)
+
+    def summary(self, name: str, who: Principal) -> AdapterOut:
+        self._visible(name, who)
         versions = [v.version for v in self.registry.versions(name)]
         if not versions:
             raise AdapterNotFoundError(f"adapter {name!r} does not exist", param="name")
         aliases = {a: e["version"] for a, e in self.registry.aliases(name).items()}
         return AdapterOut(name=name, versions=versions, aliases=aliases)
 
-    def show(self, name: str, version: str) -> AdapterVersionOut:
+    def show(self, name: str, version: str, who: Principal) -> AdapterVersionOut:
+        self._visible(name, who)
         return self._describe(self.registry.get(name, version))
 
+    # --- writes -----------------------------------------------------------------------------
     def push_directory(
-        self, source: Path, name: str, version: str | None, actor: str
+        self, source: Path, name: str, version: str | None, who: Principal
     ) -> AdapterVersionOut:
-        return self._describe(self.registry.push(source, name, version=version, actor=actor))
+        """A new version; a new name becomes the caller's tenant's (a platform admin's:
+        shared)."""
+        self._manageable(name, who)
+        pushed = self.registry.push(
+            source, name, version=version, actor=who.name, owner=who.tenant,
+            visibility="shared" if who.can(PLATFORM) else "tenant",
+        )  # fmt: skip
+        return self._describe(pushed)
 
     def push_files(
-        self, files: list[tuple[str, bytes]], name: str, version: str | None, actor: str
+        self,
+        files: Sequence[tuple[str, BinaryIO | bytes]],
+        name: str,
+        version: str | None,
+        who: Principal,
     ) -> AdapterVersionOut:
-        """Push uploaded files (flat: file names only, no directories).
+        """Push uploaded files (flat: file names only, no directories), copied in pieces.
 
         Raises:
             AdapterValidationError: unsafe file names or too large an upload.
         """
-        total = sum(len(content) for _, content in files)
-        if total > self._max_upload_bytes:
-            raise AdapterValidationError(
-                f"upload of {total / 2**20:.0f} MiB is over the "
-                f"{self._max_upload_bytes / 2**20:.0f} MiB limit"
-            )
+        self._manageable(name, who)  # before copying anything
         staging = Path(tempfile.mkdtemp(prefix="ragdock-upload-"))
         try:
+            total = 0
             for filename, content in files:
                 if not filename or Path(filename).name != filename or filename.startswith("."):
                     raise AdapterValidationError(
                         f"file name {filename!r} is not allowed: upload plain file names only"
                     )
-                (staging / filename).write_bytes(content)
-            return self.push_directory(staging, name, version, actor)
+                source = io.BytesIO(content) if isinstance(content, bytes) else content
+                with (staging / filename).open("wb") as target:
+                    while piece := source.read(1 << 20):
+                        total += len(piece)
+                        if total > self._max_upload_bytes:
+                            raise AdapterValidationError(
+                                f"upload is over the {self._max_upload_bytes / 2**20:.0f} MiB limit"
+                            )
+                        target.write(piece)
+            return self.push_directory(staging, name, version, who)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def attach_eval_report(
-        self, name: str, version: str, report: dict[str, Any], actor: str
+        self, name: str, version: str, report: dict[str, Any], who: Principal
     ) -> AdapterVersionOut:
-        self.registry.attach_eval_report(name, version, report, actor=actor)
-        return self.show(name, version)
+        self._manageable(name, who)
+        self.registry.attach_eval_report(name, version, report, actor=who.name)
+        return self.show(name, version, who)
 
     async def promote(
-        self, name: str, version: str, alias: str, force: bool, actor: str
+        self, name: str, version: str, alias: str, force: bool, who: Principal
     ) -> AliasOut:
+        self._manageable(name, who)
         check_alias(alias)
         target = self.registry.get(name, version)
         passed, _ = gate_verdict(self.registry.eval_report(target))
         if passed or force:
             # Load first: if the engine refuses it, the alias stays where it was.
             await self._loras.ensure_loaded(target.ref, target.path)
-        entry = self.registry.promote(name, version, alias, actor=actor, force=force)
+        entry = self.registry.promote(name, version, alias, actor=who.name, force=force)
         return AliasOut(name=name, alias=alias, version=entry["version"], history=entry["history"])
 
-    async def rollback(self, name: str, alias: str, actor: str) -> AliasOut:
+    async def rollback(self, name: str, alias: str, who: Principal) -> AliasOut:
+        self._manageable(name, who)
         entry = self.registry.aliases(name).get(check_alias(alias))
         if entry is None:
             raise AdapterNotFoundError(f"{name} has no alias {alias!r}", param="alias")
@@ -93,12 +149,13 @@ class AdapterService:
             raise AdapterConflictError(f"{name}@{alias} has no earlier version", param="alias")
         previous = self.registry.get(name, entry["history"][-1])
         await self._loras.ensure_loaded(previous.ref, previous.path)
-        moved = self.registry.rollback(name, alias, actor=actor)
+        moved = self.registry.rollback(name, alias, actor=who.name)
         return AliasOut(name=name, alias=alias, version=moved["version"], history=moved["history"])
 
-    async def delete(self, name: str, version: str, actor: str) -> None:
+    async def delete(self, name: str, version: str, who: Principal) -> None:
+        self._manageable(name, who)
         target = self.registry.get(name, version)
-        self.registry.delete(name, version, actor=actor)
+        self.registry.delete(name, version, actor=who.name)
         await self._loras.unload(target.ref)
 
     def _describe(self, version: AdapterVersion) -> AdapterVersionOut:

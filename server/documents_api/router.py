@@ -1,4 +1,7 @@
-"""Routes of the collection, document, retrieve and embeddings APIs. No logic here."""
+"""Routes of the collection, document, retrieve and embeddings APIs. No logic here.
+
+Every route names its scope with one of `server.auth`'s `Chat`, `Ingest`, `Admin`; what it
+touches is always the caller's tenant's."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile, status
 
-from server.auth import CurrentPrincipal, Principal, current_principal, require_scope
+from server.auth import Admin, Chat, Ingest
 from server.documents_api.protocol import (
     CollectionIn,
     CollectionList,
@@ -39,42 +42,32 @@ def _rag(request: Request) -> RagService:
     return service
 
 
-def _scope(scope: str):  # type: ignore[no-untyped-def]
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        require_scope(principal, scope)
-        return principal
-
-    return check
-
-
-Ingester = Annotated[Principal, Depends(_scope("ingest"))]
-Admin = Annotated[Principal, Depends(_scope("admin"))]
-Reader = Annotated[Principal, Depends(_scope("chat"))]
 Documents = Annotated[DocumentService, Depends(_documents)]
 Rag = Annotated[RagService, Depends(_rag)]
 
-router = APIRouter(prefix="/v1", tags=["retrieval"], dependencies=[Depends(current_principal)])
+router = APIRouter(prefix="/v1", tags=["retrieval"])
 
 
 @router.post("/collections", status_code=status.HTTP_201_CREATED)
-async def create_collection(body: CollectionIn, _: Ingester, docs: Documents) -> CollectionOut:
-    await docs.create_collection(body.name)
+async def create_collection(body: CollectionIn, who: Ingest, docs: Documents) -> CollectionOut:
+    await docs.create_collection(body.name, who.tenant)
     return CollectionOut(name=body.name)
 
 
 @router.get("/collections")
-async def list_collections(_: CurrentPrincipal, docs: Documents) -> CollectionList:
-    return CollectionList(data=[CollectionOut(name=n) for n in await docs.list_collections()])
+async def list_collections(who: Ingest, docs: Documents) -> CollectionList:
+    names = await docs.list_collections(who.tenant)
+    return CollectionList(data=[CollectionOut(name=n) for n in names])
 
 
 @router.delete("/collections/{collection}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_collection(collection: str, _: Admin, docs: Documents) -> None:
-    await docs.delete_collection(collection)
+async def delete_collection(collection: str, who: Admin, docs: Documents) -> None:
+    await docs.delete_collection(collection, who)
 
 
 @router.post("/collections/{collection}/documents")
 async def ingest_documents(
-    collection: str, body: IngestRequest, who: Ingester, docs: Documents
+    collection: str, body: IngestRequest, who: Ingest, docs: Documents
 ) -> IngestResult:
     return await docs.ingest(collection, who.tenant, body.documents)
 
@@ -83,7 +76,7 @@ async def ingest_documents(
 async def upload_documents(
     collection: str,
     files: list[UploadFile],
-    who: Ingester,
+    who: Ingest,
     docs: Documents,
     doc_id: Annotated[str | None, Form(description="Only with a single file.")] = None,
     title: Annotated[str | None, Form()] = None,
@@ -96,8 +89,10 @@ async def upload_documents(
     extra = _metadata(metadata)
     documents = []
     for upload in files:
-        document = docs.document_from_upload(
-            upload.filename or "upload.txt", await upload.read(), doc_id=doc_id, title=title
+        name = upload.filename or "upload.txt"
+        docs.check_upload_size(name, upload.size)  # before the file is read into memory
+        document = await docs.document_from_upload(
+            name, await upload.read(), doc_id=doc_id, title=title
         )
         documents.append(document.model_copy(update={"metadata": extra}))
     return await docs.ingest(collection, who.tenant, documents)
@@ -106,7 +101,7 @@ async def upload_documents(
 @router.get("/collections/{collection}/documents")
 async def list_documents(
     collection: str,
-    who: CurrentPrincipal,
+    who: Ingest,
     docs: Documents,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     after: str | None = None,
@@ -116,7 +111,7 @@ async def list_documents(
 
 @router.get("/collections/{collection}/documents/{doc_id}")
 async def get_document(
-    collection: str, doc_id: str, who: CurrentPrincipal, docs: Documents
+    collection: str, doc_id: str, who: Ingest, docs: Documents
 ) -> DocumentDetail:
     return await docs.get_document(collection, who.tenant, doc_id)
 
@@ -124,12 +119,12 @@ async def get_document(
 @router.delete(
     "/collections/{collection}/documents/{doc_id}", status_code=status.HTTP_204_NO_CONTENT
 )
-async def delete_document(collection: str, doc_id: str, who: Ingester, docs: Documents) -> None:
+async def delete_document(collection: str, doc_id: str, who: Ingest, docs: Documents) -> None:
     await docs.delete_document(collection, who.tenant, doc_id)
 
 
 @router.post("/retrieve")
-async def retrieve(body: RetrieveRequest, who: Reader, rag: Rag) -> RetrieveResponse:
+async def retrieve(body: RetrieveRequest, who: Chat, rag: Rag) -> RetrieveResponse:
     outcome = await rag.retrieve(
         who.tenant, body.collection, body.query, top_k=body.top_k, mode=body.mode,
         filter=body.filter, min_score=body.min_score,
@@ -141,9 +136,7 @@ async def retrieve(body: RetrieveRequest, who: Reader, rag: Rag) -> RetrieveResp
 
 
 @router.post("/embeddings")
-async def create_embeddings(
-    body: EmbeddingRequest, _: Reader, docs: Documents
-) -> EmbeddingResponse:
+async def create_embeddings(body: EmbeddingRequest, _: Chat, docs: Documents) -> EmbeddingResponse:
     texts = [body.input] if isinstance(body.input, str) else body.input
     return await docs.embed(body.model, texts, body.encoding_format)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from server.auth import CurrentPrincipal, current_principal
+from server.auth import Chat, viewer_of
 from server.model_catalog import ModelCatalog
 from server.openai_api.protocol import (
     ChatCompletionRequest,
@@ -30,28 +30,28 @@ def _catalog(request: Request) -> ModelCatalog:
 ServiceDep = Annotated[CompletionService, Depends(_completion_service)]
 CatalogDep = Annotated[ModelCatalog, Depends(_catalog)]
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(current_principal)], tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, principal: CurrentPrincipal, service: ServiceDep
+    body: ChatCompletionRequest, principal: Chat, service: ServiceDep
 ) -> Response:
     return await service.chat(body, principal)
 
 
 @router.post("/completions", response_model=None)
 async def create_completion(
-    body: CompletionRequest, principal: CurrentPrincipal, service: ServiceDep
+    body: CompletionRequest, principal: Chat, service: ServiceDep
 ) -> Response:
     return await service.complete(body, principal)
 
 
 @router.get("/models")
-async def list_models(catalog: CatalogDep) -> ModelList:
-    return ModelList(data=catalog.cards())
+async def list_models(who: Chat, catalog: CatalogDep) -> ModelList:
+    return ModelList(data=catalog.cards(viewer_of(who)))
 
 
 @router.get("/models/{model:path}")
-async def retrieve_model(model: str, catalog: CatalogDep) -> ModelCard:
-    return catalog.card(model)
+async def retrieve_model(model: str, who: Chat, catalog: CatalogDep) -> ModelCard:
+    return catalog.card(model, viewer_of(who))

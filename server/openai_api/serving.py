@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from retrieval.answerability import Calibration
-from server.auth import Principal
+from server.auth import Principal, viewer_of
 from server.engine_client import EngineClient, EngineReply
 from server.errors import (
     EngineUnavailableError,
@@ -99,7 +99,7 @@ class CompletionService:
         self._check_prompt_size(request, principal)
         options = self._rag_options(request)
         if options is None:
-            return await self._forward("chat", CHAT_PATH, request)
+            return await self._forward("chat", CHAT_PATH, request, viewer=viewer_of(principal))
         return await self._grounded_chat(request, options, principal)
 
     def _rag_options(self, request: ChatCompletionRequest) -> RagOptions | None:
@@ -140,7 +140,9 @@ class CompletionService:
             min_support=self._rag.min_support(options.collection, options.min_support),
             client_logprobs=bool(request.logprobs),
         )
-        return await self._forward("chat", CHAT_PATH, request, grounding=context)
+        return await self._forward(
+            "chat", CHAT_PATH, request, grounding=context, viewer=viewer_of(principal)
+        )
 
     def _abstain(
         self, request: ChatCompletionRequest, collection: str, outcome: RetrievalOutcome
@@ -164,7 +166,9 @@ class CompletionService:
 
     async def complete(self, request: CompletionRequest, principal: Principal) -> Response:
         self._check_prompt_size(request, principal)
-        return await self._forward("completions", COMPLETIONS_PATH, request)
+        return await self._forward(
+            "completions", COMPLETIONS_PATH, request, viewer=viewer_of(principal)
+        )
 
     def _check_prompt_size(
         self, request: ChatCompletionRequest | CompletionRequest, principal: Principal
@@ -180,7 +184,9 @@ class CompletionService:
             return
         size, param = prompt_chars(request)
         if size > limit:
-            self._metrics.rejections.labels("prompt_too_long", principal.name).inc()
+            self._metrics.rejections.labels(
+                "prompt_too_long", self._metrics.key_label(principal.name)
+            ).inc()
             raise InvalidRequestError(
                 f"The prompt has {size} characters, over this gateway's limit of {limit}",
                 param=param,
@@ -194,10 +200,11 @@ class CompletionService:
         request: ChatCompletionRequest | CompletionRequest,
         *,
         grounding: GroundingContext | None = None,
+        viewer: str | None,
     ) -> Response:
         started = time.perf_counter()
         try:
-            model = await self._catalog.resolve(request.model, self._engine)
+            model = await self._catalog.resolve(request.model, self._engine, viewer=viewer)
         except GatewayError as exc:
             self._metrics.requests.labels(route, "_unknown", str(exc.status_code)).inc()
             raise

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from ragdock.settings import ApiKey
+from server.access import AccessControl
 from server.admission import AdmissionControl, AdmissionLimits
 from server.auth import KeyRing
 from server.errors import install_error_handlers
@@ -76,7 +77,9 @@ class Harness:
                 ApiKey.model_validate({"key": KEY_B}),
             ]
         )
-        self.gate = AdmissionControl(app, limits=limits, keyring=keyring, metrics=self.metrics)
+        # As the gateway stacks them: the door, then admission.
+        self.admission = AdmissionControl(app, limits=limits, metrics=self.metrics)
+        self.gate = AccessControl(self.admission, keyring=keyring)
 
     async def call(
         self,
@@ -149,7 +152,7 @@ async def test_a_key_over_its_cap_gets_429_until_its_streams_end() -> None:
     harness = Harness()
     streams = [await harness.open_stream(KEY_A), await harness.open_stream(KEY_A)]
     # Both streams have sent a chunk and are still open: they hold their slots.
-    assert harness.gate.in_flight == 2 and harness.gate.in_flight_by_key["a"] == 2
+    assert harness.admission.in_flight == 2 and harness.admission.in_flight_by_key["a"] == 2
 
     status, headers, body = await harness.call("/v1/stream", key=KEY_A)
     _assert_openai_error(status, body, 429, "rate_limit_exceeded")
@@ -163,7 +166,7 @@ async def test_a_key_over_its_cap_gets_429_until_its_streams_end() -> None:
     for task in [*streams, other]:
         status, _, body = await task
         assert status == 200 and body.endswith(b"data: hi\n\n")
-    assert harness.gate.in_flight == 0 and not harness.gate.in_flight_by_key
+    assert harness.admission.in_flight == 0 and not harness.admission.in_flight_by_key
     status, _, _ = await harness.call("/v1/stream", key=KEY_A, body=b'{"text": "again"}')
     assert status == 200
 
@@ -179,9 +182,10 @@ async def test_the_overall_cap_holds_across_keys_and_probes_are_never_limited() 
     _assert_openai_error(status, body, 429, "rate_limit_exceeded")
     assert headers["retry-after"] == "1"
     assert _rejections(harness, "in_flight_total", "a") == 1
-    # A wrong key counts against the overall cap only, and is refused by it here.
-    status, _, _ = await harness.call("/v1/stream", key="wrong-key-0123456789")
-    assert status == 429 and _rejections(harness, "in_flight_total", "-") == 1
+    # A wrong key is refused at the door, before admission: it never counts, never holds a slot.
+    status, _, body = await harness.call("/v1/stream", key="wrong-key-0123456789")
+    _assert_openai_error(status, body, 401, "invalid_api_key")
+    assert _rejections(harness, "in_flight_total", "-") == 0
 
     status, _, body = await harness.call("/healthz", method="GET", body=b"")
     assert (status, json.loads(body)) == (200, {"status": "ok"})
@@ -204,7 +208,7 @@ async def test_a_chunked_body_is_cut_off_at_the_limit_with_413() -> None:
     status, _, body = await harness.call("/v1/stream", body=big, chunked=True)
     _assert_openai_error(status, body, 413, "payload_too_large")
     assert harness.calls == 0
-    assert harness.gate.in_flight == 0
+    assert harness.admission.in_flight == 0
 
     harness.release.set()
     small = json.dumps({"text": "y" * 500}).encode()  # several parts, under the limit
@@ -213,15 +217,21 @@ async def test_a_chunked_body_is_cut_off_at_the_limit_with_413() -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "limit"),
+    ("method", "path", "limit"),
     [
-        ("/v1/chat/completions", 1024),
-        ("/v1/retrieve", 1024),
-        ("/v1/collections", 1024),
-        ("/v1/collections/kb/documents", 4096),
-        ("/v1/collections/kb/documents/upload", 4096),
-        ("/v1/adapters/upload", 8192),
+        ("POST", "/v1/chat/completions", 1024),
+        ("POST", "/v1/retrieve", 1024),
+        ("POST", "/v1/collections", 1024),
+        ("POST", "/v1/collections/kb/documents", 4096),
+        ("POST", "/v1/collections/kb/documents/upload", 4096),
+        ("POST", "/v1/adapters/upload", 8192),
+        # The JSON routes under /v1/adapters and /v1/collections are small JSON like the rest.
+        ("POST", "/v1/adapters", 1024),
+        ("PUT", "/v1/adapters/x/v1/eval-report", 1024),
+        ("POST", "/v1/adapters/x/v1/promote", 1024),
+        ("GET", "/v1/collections/kb/documents", 1024),
+        ("DELETE", "/v1/collections/kb/documents/d", 1024),
     ],
 )
-def test_body_limits_by_route(path: str, limit: int) -> None:
-    assert LIMITS.body_limit(path) == limit
+def test_body_limits_by_route(method: str, path: str, limit: int) -> None:
+    assert LIMITS.body_limit(method, path) == limit

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ragdock.settings import ApiKey
-from server.auth import ANONYMOUS, KeyRing, require_scope
+from server.auth import ANONYMOUS, KeyRing, Principal, require_scope
 from server.errors import AuthenticationError, PermissionDeniedError
 
 KEY = "k-0123456789abcdef0123"
@@ -20,8 +20,24 @@ def _ring() -> KeyRing:
     )
 
 
-def test_no_keys_means_anonymous_with_all_scopes() -> None:
-    assert KeyRing([]).authenticate(None) is ANONYMOUS
+def test_no_keys_means_anonymous_without_admin() -> None:
+    anonymous = KeyRing([]).authenticate(None)
+    assert anonymous is ANONYMOUS
+    assert anonymous.can("chat") and anonymous.can("ingest")
+    assert not anonymous.can("admin") and not anonymous.can("platform")
+
+
+def test_broader_scopes_imply_narrower_ones_and_a_bare_key_only_chats() -> None:
+    def principal(scopes: list[str] | None) -> Principal:
+        raw: dict[str, object] = {"key": KEY}
+        if scopes is not None:
+            raw["scopes"] = scopes
+        return KeyRing([ApiKey.model_validate(raw)]).authenticate(f"Bearer {KEY}")
+
+    assert principal(None).granted == {"chat"}
+    assert principal(["ingest"]).granted == {"ingest"}
+    assert principal(["admin"]).granted == {"admin", "ingest", "chat"}
+    assert principal(["platform"]).granted == {"platform", "admin", "ingest", "chat"}
 
 
 def test_the_right_key_maps_to_its_principal() -> None:

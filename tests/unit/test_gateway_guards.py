@@ -1,6 +1,6 @@
 """The real gateway app refuses, before any engine or store work: bodies over the limit (413),
-prompts over the limit (400 `prompt_too_long`), and every admin or ingest route to a key without
-the scope (403), all in OpenAI's error shape."""
+prompts over the limit (400 `prompt_too_long`) and unknown keys (401), all in OpenAI's error
+shape. (Scopes route by route: `test_authorization.py`.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from fastapi.routing import APIRoute
 from httpx import Response
 
 from tests.unit.gateway_app import (
-    BETA_KEY,
     CHAT_ONLY_KEY,
     TEST_API_KEY,
     build_test_app,
@@ -75,53 +74,6 @@ def test_a_prompt_over_the_limit_is_400_before_the_engine(app: FastAPI) -> None:
     _openai_error(short, 503, "engine_unavailable")
     metrics = client.get("/metrics").text
     assert 'ragdock_rejected_requests_total{key="app",reason="prompt_too_long"} 2.0' in metrics
-
-
-def _admin_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """Every (method, path) that needs the admin scope: the whole adapter API and dropping a
-    collection. Path parameters are filled with plausible values."""
-    routes = []
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
-        path = re.sub(r"\{[^}]+\}", "x", route.path)
-        for method in sorted(route.methods):
-            is_admin = route.path.startswith("/v1/adapters") or (
-                method == "DELETE" and route.path == "/v1/collections/{collection}"
-            )
-            if is_admin:
-                routes.append((method, path))
-    return routes
-
-
-def _ingest_routes(app: FastAPI) -> list[tuple[str, str]]:
-    routes = []
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.path.startswith("/v1/collections"):
-            path = re.sub(r"\{[^}]+\}", "x", route.path)
-            for method in sorted(route.methods - {"GET"}):
-                if not (method == "DELETE" and route.path == "/v1/collections/{collection}"):
-                    routes.append((method, path))
-    return routes
-
-
-def test_admin_routes_are_never_reachable_without_the_admin_scope(app: FastAPI) -> None:
-    routes = _admin_routes(app)
-    assert len(routes) >= 10  # the adapter API's routes, found by walking the app
-    for key in (CHAT_ONLY_KEY, BETA_KEY):
-        client = gateway_client(app, key)
-        for method, path in routes:
-            reply = client.request(method, path, json={})
-            error = _openai_error(reply, 403, "missing_scope")
-            assert error["type"] == "permission_error", (method, path)
-
-
-def test_ingest_routes_need_the_ingest_scope(app: FastAPI) -> None:
-    routes = _ingest_routes(app)
-    assert len(routes) >= 4  # create collection, add, upload, delete a document
-    client = gateway_client(app, CHAT_ONLY_KEY)
-    for method, path in routes:
-        _openai_error(client.request(method, path, json={}), 403, "missing_scope")
 
 
 def test_unauthenticated_requests_reach_no_route(app: FastAPI) -> None:

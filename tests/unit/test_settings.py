@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ragdock.settings import ALL_SCOPES, Settings
+from ragdock.settings import Settings
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"
@@ -22,7 +22,7 @@ def test_keys_from_env_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGDOCK_API_KEYS", f"{KEY_A}, {KEY_B}")
     settings = Settings.load(host="0.0.0.0")
     assert [k.key.get_secret_value() for k in settings.api_keys] == [KEY_A, KEY_B]
-    assert settings.api_keys[0].scopes == ALL_SCOPES
+    assert settings.api_keys[0].scopes == {"chat"}  # least privilege unless configured
     assert settings.bind_host == "0.0.0.0"
 
 
