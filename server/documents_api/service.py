@@ -12,15 +12,17 @@ from typing import TypeVar
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
 
-from retrieval.pdf_text import (
-    PdfLimits,
-    PdfTooLargeError,
-    PdfTooSlowError,
-    PdfUnreadableError,
-    extract_pdf_text,
-)
 from retrieval.service import Retriever
 from retrieval.types import Document, DocumentInfo
+from retrieval.untrusted import (
+    ExtractError,
+    ExtractLimits,
+    TooLargeError,
+    TooSlowError,
+    UnreadableError,
+    extract_pdf_text,
+    html_to_markdown_isolated,
+)
 from server.auth import PLATFORM, Principal
 from server.documents_api.protocol import (
     DocumentDetail,
@@ -69,7 +71,7 @@ class DocumentService:
         self.retriever = retriever
         self._max_bytes = max_document_bytes
         # The text a PDF may expand to is bounded like a document's bytes.
-        self._pdf_limits = PdfLimits(max_chars=max_document_bytes)
+        self._pdf_limits = ExtractLimits(max_chars=max_document_bytes)
         self._retry_after_s = retry_after_s
 
     async def _store(
@@ -126,6 +128,7 @@ class DocumentService:
     async def ingest(
         self, collection: str, tenant: str, documents: list[DocumentIn]
     ) -> IngestResult:
+        documents = [await self._html_converted(d) for d in documents]
         docs = [
             Document(
                 doc_id=d.id,
@@ -152,6 +155,17 @@ class DocumentService:
             added=report.added, replaced=report.replaced, unchanged=report.unchanged,
             chunks=report.chunks, document_ids=[d.doc_id for d in docs],
         )  # fmt: skip
+
+    async def _html_converted(self, document: DocumentIn) -> DocumentIn:
+        """An HTML document becomes markdown here, in the bounded child process, so the
+        retriever never parses untrusted HTML in the gateway."""
+        kind = document.content_type.split(";")[0].strip().lower()
+        if kind not in ("text/html", "application/xhtml+xml"):
+            return document
+        markdown = await run_in_threadpool(
+            _html_markdown, document.id, document.text, self._pdf_limits
+        )
+        return document.model_copy(update={"text": markdown, "content_type": "text/markdown"})
 
     def check_upload_size(self, filename: str, size: int | None) -> None:
         """Raises PayloadTooLargeError for a file over the limit, from its spooled size."""
@@ -280,16 +294,29 @@ def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
     return [float(x) for x in vector]
 
 
-def _pdf_text(filename: str, content: bytes, limits: PdfLimits) -> str:
-    """The PDF's text, extracted in a bounded child process (see `retrieval.pdf_text`)."""
+def _pdf_text(filename: str, content: bytes, limits: ExtractLimits) -> str:
+    """The PDF's text, extracted in a bounded child process (see `retrieval.untrusted`)."""
     try:
         return extract_pdf_text(content, limits)
-    except PdfTooLargeError as exc:
-        raise PayloadTooLargeError(f"{filename}: {exc.reason}") from exc
-    except PdfTooSlowError as exc:
-        raise UnprocessableError(f"{filename}: {exc.reason}", param="files") from exc
-    except PdfUnreadableError as exc:
-        raise InvalidRequestError(f"{filename} is {exc.reason}", param="files") from exc
+    except ExtractError as exc:
+        raise _extract_failure(filename, exc, "files") from exc
+
+
+def _html_markdown(name: str, html: str, limits: ExtractLimits) -> str:
+    """The HTML document as markdown, converted in the bounded child process."""
+    try:
+        return html_to_markdown_isolated(html, limits)
+    except ExtractError as exc:
+        raise _extract_failure(name, exc, "documents") from exc
+
+
+def _extract_failure(name: str, exc: ExtractError, param: str) -> Exception:
+    if isinstance(exc, TooLargeError):
+        return PayloadTooLargeError(f"{name}: {exc.reason}")
+    if isinstance(exc, TooSlowError):
+        return UnprocessableError(f"{name}: {exc.reason}", param=param)
+    assert isinstance(exc, UnreadableError)
+    return InvalidRequestError(f"{name} is {exc.reason}", param=param)
 
 
 def _document_out(info: DocumentInfo) -> DocumentOut:

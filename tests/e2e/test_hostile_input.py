@@ -124,6 +124,12 @@ def test_the_redos_heading_and_a_4kb_heading_are_ingested_at_once(
     reply, took, prober = attack(hostile_gateway, json_ingest, TEST_API_KEY)
     check("4 KB heading, JSON ingest", reply, took, prober, 200)
 
+    nested = ("<div>" * 200_000 + "<p>deep text</p>" + "</div>" * 200_000).encode()
+    reply, took, prober = attack(
+        hostile_gateway, upload("nested.html", nested, "text/html"), TEST_API_KEY
+    )
+    check("HTML nested 200,000 deep (2.4 MB)", reply, took, prober, 200)
+
 
 @pytest.mark.parametrize(
     ("name", "build", "status"),

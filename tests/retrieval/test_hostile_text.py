@@ -15,14 +15,15 @@ from retrieval.chunking import ChunkingConfig, chunk_document
 from retrieval.chunking.blocks import parse_heading
 from retrieval.chunking.pack import is_table_separator
 from retrieval.dense import MiniLMEmbedder
-from retrieval.pdf_text import (
-    PdfLimits,
-    PdfTooLargeError,
-    PdfTooSlowError,
-    PdfUnreadableError,
-    extract_pdf_text,
-)
 from retrieval.types import Document
+from retrieval.untrusted import (
+    ExtractLimits,
+    TooLargeError,
+    TooSlowError,
+    UnreadableError,
+    extract_pdf_text,
+    html_to_markdown_isolated,
+)
 from tests.hostile import decompression_bomb, many_pages, redos_heading, text_pdf
 
 # The patterns the scanners replaced: the scanners must agree with them on every line.
@@ -71,19 +72,29 @@ def test_a_readable_pdf_comes_back_as_text() -> None:
 @pytest.mark.parametrize(
     ("content", "limits", "error", "says"),
     [
-        (decompression_bomb(100), PdfLimits(), PdfTooLargeError, "expands"),
-        (many_pages(3000), PdfLimits(max_pages=2000), PdfTooLargeError, "3000 pages"),
-        (decompression_bomb(70), PdfLimits(memory_bytes=128 << 20), PdfTooLargeError, "MiB"),
-        (text_pdf("x " * 5000), PdfLimits(max_chars=100), PdfTooLargeError, "characters"),
-        (decompression_bomb(60), PdfLimits(timeout_s=0.05), PdfTooSlowError, "longer than"),
-        (b"%PDF-1.4\nnot really a pdf", PdfLimits(), PdfUnreadableError, "readable"),
+        (decompression_bomb(100), ExtractLimits(), TooLargeError, "expands"),
+        (many_pages(3000), ExtractLimits(max_pages=2000), TooLargeError, "3000 pages"),
+        (decompression_bomb(70), ExtractLimits(memory_bytes=128 << 20), TooLargeError, "MiB"),
+        (text_pdf("x " * 5000), ExtractLimits(max_chars=100), TooLargeError, "characters"),
+        (decompression_bomb(60), ExtractLimits(timeout_s=0.05), TooSlowError, "longer than"),
+        (b"%PDF-1.4\nnot really a pdf", ExtractLimits(), UnreadableError, "readable"),
     ],
     ids=["bomb", "pages", "memory", "output", "deadline", "garbage"],
 )
 def test_hostile_pdfs_fail_fast_with_a_reason(
-    content: bytes, limits: PdfLimits, error: type[Exception], says: str
+    content: bytes, limits: ExtractLimits, error: type[Exception], says: str
 ) -> None:
     with pytest.raises(error, match=says):
         extract_pdf_text(content, limits)
     # The worker died or finished; extraction keeps working for the next file.
     assert "still fine" in extract_pdf_text(text_pdf("still fine"))
+
+
+def test_html_is_converted_in_the_bounded_child() -> None:
+    html = "<h1>Ferry</h1><p>The ferry leaves at 7:15.</p>"
+    assert html_to_markdown_isolated(html).split() == ["#", "Ferry", "The", "ferry", "leaves",
+                                                       "at", "7:15."]  # fmt: skip
+    nested = "<div>" * 200_000 + "deep" + "</div>" * 200_000
+    assert "deep" in html_to_markdown_isolated(nested)
+    with pytest.raises(TooLargeError, match="characters"):
+        html_to_markdown_isolated("<p>" + "word " * 10_000 + "</p>", ExtractLimits(max_chars=100))
