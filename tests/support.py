@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 TEST_API_KEY = "test-key-0123456789abcdef"
 CHAT_ONLY_KEY = "chat-key-0123456789abcdef"
 BETA_KEY = "beta-key-0123456789abcdef"
+# A gateway of a test's own with the one test key, which may do everything (platform scope).
+ADMIN_KEY_JSON = f'[{{"key": "{TEST_API_KEY}", "name": "admin", "scopes": ["platform"]}}]'
 # The session gateway's keys: a platform admin (every scope, tenant "default"), an application
 # key that may only chat (tenant "acme"), and another tenant's key that may chat and ingest
 # ("beta").

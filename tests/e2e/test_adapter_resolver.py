@@ -14,7 +14,7 @@ import pytest
 
 from engine.launcher import EngineLaunchSpec, EngineProcess
 from tests.conftest import ALPHA_REPLY, WHO
-from tests.support import TEST_API_KEY, free_port, start_gateway
+from tests.support import ADMIN_KEY_JSON, TEST_API_KEY, free_port, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,7 @@ def test_replicas_load_adapters_by_name_from_the_registry(
     tmp_path: Path,
 ) -> None:
     env = {
-        "RAGDOCK_API_KEYS": TEST_API_KEY,
+        "RAGDOCK_API_KEYS": ADMIN_KEY_JSON,
         "RAGDOCK_ADAPTERS_DIR": str(registry_dir),
         "RAGDOCK_ADAPTER_LOADING": "resolver",
     }

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from engine.launcher import EngineProcess
-from tests.support import TEST_API_KEY, GatewayProcess, start_gateway
+from tests.support import ADMIN_KEY_JSON, TEST_API_KEY, GatewayProcess, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def test_a_hung_engine_times_out_as_503(engine: EngineProcess, tmp_path: Path) -
     gateway = start_gateway(
         engine.url,
         tmp_path / "gateway.log",
-        {"RAGDOCK_API_KEYS": TEST_API_KEY, "RAGDOCK_ENGINE_READ_TIMEOUT_S": "2"},
+        {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON, "RAGDOCK_ENGINE_READ_TIMEOUT_S": "2"},
     )
     client = openai.OpenAI(base_url=gateway.api_base, api_key=TEST_API_KEY, max_retries=0)
     assert engine.pid is not None

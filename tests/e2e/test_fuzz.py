@@ -11,7 +11,7 @@ import pytest
 
 from engine.launcher import EngineProcess
 from eval.perf.fuzz_gateway import fuzz
-from tests.support import TEST_API_KEY, start_gateway
+from tests.support import ADMIN_KEY_JSON, TEST_API_KEY, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ def test_generated_requests_get_no_5xx_and_openai_shaped_4xx(
 ) -> None:
     # Its own gateway and store: the fuzzer deletes and creates whatever its inputs name.
     gateway = start_gateway(
-        engine.url, tmp_path / "gateway.log", {"RAGDOCK_API_KEYS": TEST_API_KEY}
+        engine.url, tmp_path / "gateway.log", {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON}
     )
     try:
         report = fuzz(gateway.url, TEST_API_KEY, examples=8)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.support import TEST_API_KEY, free_port, start_gateway
+from tests.support import ADMIN_KEY_JSON, free_port, start_gateway
 
 
 def _listening_hosts(pid: int) -> set[str]:
@@ -31,7 +31,7 @@ def test_no_keys_forces_loopback_and_warns(tmp_path: Path) -> None:
 def test_with_keys_the_configured_host_is_used(tmp_path: Path) -> None:
     dead_engine = f"http://127.0.0.1:{free_port()}"
     gateway = start_gateway(
-        dead_engine, tmp_path / "gw.log", {"RAGDOCK_API_KEYS": TEST_API_KEY}, "--host", "0.0.0.0"
+        dead_engine, tmp_path / "gw.log", {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON}, "--host", "0.0.0.0"
     )
     try:
         assert _listening_hosts(gateway.proc.pid) == {"0.0.0.0"}

@@ -161,9 +161,13 @@ def test_missing_or_wrong_key_is_401(gateway: GatewayProcess) -> None:
 
 
 def test_unknown_route_is_404_in_openai_shape(gateway: GatewayProcess) -> None:
-    reply = httpx.get(f"{gateway.api_base}/nothing-here", headers={"Authorization": "Bearer x"})
+    known = {"Authorization": f"Bearer {TEST_API_KEY}"}
+    reply = httpx.get(f"{gateway.api_base}/nothing-here", headers=known)
     assert reply.status_code == 404
     assert "error" in reply.json()
+    # Without a valid key nothing past the door answers, not even "no such route".
+    stranger = httpx.get(f"{gateway.api_base}/nothing-here", headers={"Authorization": "Bearer x"})
+    assert stranger.status_code == 401
 
 
 def test_client_disconnect_cancels_the_engine_request(

@@ -242,7 +242,7 @@ def test_rag_on_for_a_model_in_config(engine: EngineProcess, tmp_path: Any) -> N
     from tests.support import start_gateway
 
     env = {
-        "RAGDOCK_API_KEYS": TEST_API_KEY,
+        "RAGDOCK_API_KEYS": json.dumps([{"key": TEST_API_KEY, "scopes": ["admin"]}]),
         "RAGDOCK_RAG_MODELS": json.dumps({"gemma": {"collection": "handbook"}}),
     }
     gateway = start_gateway(engine.url, tmp_path / "gw.log", env)

@@ -24,6 +24,7 @@ import pytest
 
 from engine.launcher import EngineProcess
 from tests.support import (
+    ADMIN_KEY_JSON,
     BETA_KEY,
     CHAT_ONLY_KEY,
     TEST_API_KEY,
@@ -208,7 +209,7 @@ def _sse_lines(response: httpx.Response) -> Iterator[str]:
 def test_shutdown_drains_streams_in_flight(engine: EngineProcess, tmp_path: Path) -> None:
     gateway = start_gateway(
         engine.url, tmp_path / "gateway.log",
-        {"RAGDOCK_API_KEYS": TEST_API_KEY, "RAGDOCK_SHUTDOWN_GRACE_S": "120"},
+        {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON, "RAGDOCK_SHUTDOWN_GRACE_S": "120"},
     )  # fmt: skip
     try:
         body = {**LONG, "max_tokens": 64, "stream": True}
@@ -233,7 +234,7 @@ def test_shutdown_drains_streams_in_flight(engine: EngineProcess, tmp_path: Path
 def test_shutdown_stops_waiting_at_its_deadline(engine: EngineProcess, tmp_path: Path) -> None:
     gateway = start_gateway(
         engine.url, tmp_path / "gateway.log",
-        {"RAGDOCK_API_KEYS": TEST_API_KEY, "RAGDOCK_SHUTDOWN_GRACE_S": "2"},
+        {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON, "RAGDOCK_SHUTDOWN_GRACE_S": "2"},
     )  # fmt: skip
     try:
         body = {**LONG, "max_tokens": 1500, "stream": True}  # about a minute of generation
@@ -268,7 +269,7 @@ def test_a_vector_store_that_does_not_answer_is_503(
 ) -> None:
     gateway = start_gateway(
         engine.url, tmp_path / "gateway.log",
-        {"RAGDOCK_API_KEYS": TEST_API_KEY, "RAGDOCK_QDRANT_URL": silent_qdrant,
+        {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON, "RAGDOCK_QDRANT_URL": silent_qdrant,
          "RAGDOCK_QDRANT_TIMEOUT_S": "2"},
     )  # fmt: skip
     client = openai.OpenAI(base_url=gateway.api_base, api_key=TEST_API_KEY, max_retries=0)
