@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -34,6 +35,9 @@ TARGETS = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
+
+BENCH_KEY = "adapter-bench-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 
 
 def make_random_adapters(
@@ -91,7 +95,7 @@ async def mixed_load(
 ) -> float:
     """Tokens/s with `streams` concurrent streams cycling over `models`."""
     counter = iter(range(requests))
-    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, headers=AUTH) as client:
         total = 0
 
         async def worker() -> None:
@@ -109,13 +113,14 @@ def push_to_first_token(base_url: str, adapter: Path, name: str, max_tokens: int
     started = time.perf_counter()
     files = [("files", (p.name, p.read_bytes())) for p in sorted(adapter.iterdir()) if p.is_file()]
     reply = httpx.post(
-        f"{base_url}/v1/adapters/upload", files=files, data={"name": name}, timeout=120
-    )
+        f"{base_url}/v1/adapters/upload", files=files, data={"name": name}, timeout=120,
+        headers=AUTH,
+    )  # fmt: skip
     reply.raise_for_status()
     model = reply.json()["model"]
 
     async def first() -> float:
-        async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=600, headers=AUTH) as client:
             await _stream_one(client, model, max_tokens)
         return time.perf_counter() - started
 
@@ -160,7 +165,8 @@ def start_stack(
     console.print(f"starting the engine ({kernels} LoRA kernels)...")
     engine.wait_ready(600)
     env = {
-        "RAGDOCK_API_KEYS": "",
+        # Pushing adapters needs an admin-scoped key (keyless mode has no admin).
+        "RAGDOCK_API_KEYS": json.dumps([{"key": BENCH_KEY, "scopes": ["platform"]}]),
         "RAGDOCK_ADAPTERS_DIR": str(workdir / f"registry-{kernels}"),
         "RAGDOCK_DATA_DIR": str(workdir / f"data-{kernels}"),
     }
@@ -212,8 +218,9 @@ def main() -> None:
                     if p.is_file()
                 ]
                 httpx.post(
-                    f"{url}/v1/adapters/upload", files=files, data={"name": f"a{i}"}, timeout=120
-                ).raise_for_status()
+                    f"{url}/v1/adapters/upload", files=files, data={"name": f"a{i}"},
+                    timeout=120, headers=AUTH,
+                ).raise_for_status()  # fmt: skip
             for models in CONFIGS.values():  # warm: every adapter loaded, caches hot
                 asyncio.run(mixed_load(url, models, args.streams, args.streams, 8))
         for rep in range(args.reps):

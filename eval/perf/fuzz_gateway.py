@@ -253,7 +253,7 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
     from ragdock.settings import default_home
-    from tests.support import TEST_API_KEY, free_port, start_gateway
+    from tests.support import ADMIN_KEY_JSON, TEST_API_KEY, free_port, start_gateway
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-fuzz-")))
     home = default_home()
@@ -268,7 +268,9 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     engine = stack.enter_context(EngineProcess(spec))
     console.print("starting the engine ...")
     engine.wait_ready(600)
-    gateway = start_gateway(engine.url, workdir / "gateway.log", {"RAGDOCK_API_KEYS": TEST_API_KEY})
+    gateway = start_gateway(
+        engine.url, workdir / "gateway.log", {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON}
+    )
     stack.callback(gateway.stop)
     return gateway.url, TEST_API_KEY
 
