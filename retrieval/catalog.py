@@ -102,6 +102,9 @@ class Catalog:
                 transaction and the file is renamed `*.imported` (kept, never deleted).
             created_by: the tenant that creates it (recorded when the row is new).
         """
+        known = self.generation(name)
+        if known is not None:
+            return known  # the usual case: a read, no write lock
         imported = False
         with self.plane.write() as conn:
             current = conn.execute(
@@ -343,6 +346,21 @@ class Catalog:
         In the same transaction, staged revisions whose lease has expired (their writer died)
         become retired, so they are collected one grace period later, never before.
         """
+        with self.plane.read() as conn:  # every ingest asks: usually nothing is due
+            now = self.plane.now(conn)
+            pending = conn.execute(
+                select(revisions.c.rev)
+                .where(
+                    revisions.c.generation == generation,
+                    ((revisions.c.state == "staged") & (revisions.c.lease_expires < now))
+                    | (
+                        (revisions.c.state == "retired") & (revisions.c.retired_at <= now - grace_s)
+                    ),
+                )
+                .limit(1)
+            ).first()
+        if pending is None:
+            return []
         with self.plane.write() as conn:
             now = self.plane.now(conn)
             conn.execute(

@@ -61,7 +61,6 @@ class Snapshots:
     def __init__(self, catalog: Catalog, *, ttl_s: float, read_budget_s: float) -> None:
         self._catalog = catalog
         self.ttl_s = ttl_s
-        self._ttl = ttl_s
         self._budget = read_budget_s
         self._cache: dict[str, tuple[float, Snapshot | None]] = {}
         self._lock = threading.Lock()
@@ -71,11 +70,11 @@ class Snapshots:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(name)
-        if cached is not None and now - cached[0] <= self._ttl:
+        if cached is not None and now - cached[0] <= self.ttl_s:
             return cached
         taken = time.monotonic()  # before the read: the snapshot is at least this old
         fresh = (taken, self._catalog.snapshot(name))
-        if self._ttl > 0:
+        if self.ttl_s > 0:
             with self._lock:
                 self._cache[name] = fresh
         return fresh

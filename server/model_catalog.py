@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from fastapi.concurrency import run_in_threadpool
+
 from adapters.errors import RegistryError
 from adapters.names import ModelRef
 from adapters.registry import AdapterRegistry, AdapterVersion
@@ -81,14 +83,20 @@ class ModelCatalog:
             return ResolvedModel(self._engine_name)
         if self._registry is None:
             raise ModelNotFoundError(name)
+        # The registry is a database (PostgreSQL across the network, with replicas): its reads
+        # go to the thread pool, never onto the event loop.
+        version = await run_in_threadpool(self._adapter_version, name, viewer)
+        return ResolvedModel(version.ref, version)
+
+    def _adapter_version(self, name: str, viewer: str | None) -> AdapterVersion:
+        assert self._registry is not None
         ref = ModelRef.parse(name)
         try:
             if not self._registry.may_use(ref.name, viewer):
                 raise ModelNotFoundError(name)
-            version = self._registry.resolve(ref.name, ref.selector or self._default_alias)
+            return self._registry.resolve(ref.name, ref.selector or self._default_alias)
         except RegistryError:
             raise ModelNotFoundError(name) from None
-        return ResolvedModel(version.ref, version)
 
     def calibration(self, model: ResolvedModel) -> Calibration | None:
         """The answerability calibration in an adapter version's manifest (None for the base and

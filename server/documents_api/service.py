@@ -70,8 +70,8 @@ class DocumentService:
     ) -> None:
         self.retriever = retriever
         self._max_bytes = max_document_bytes
-        # The text a PDF may expand to is bounded like a document's bytes.
-        self._pdf_limits = ExtractLimits(max_chars=max_document_bytes)
+        # The text a PDF or HTML file may expand to is bounded like a document's bytes.
+        self._extract_limits = ExtractLimits(max_chars=max_document_bytes)
         self._retry_after_s = retry_after_s
 
     async def _store(
@@ -163,7 +163,7 @@ class DocumentService:
         if kind not in ("text/html", "application/xhtml+xml"):
             return document
         markdown = await run_in_threadpool(
-            _html_markdown, document.id, document.text, self._pdf_limits
+            _html_markdown, document.id, document.text, self._extract_limits
         )
         return document.model_copy(update={"text": markdown, "content_type": "text/markdown"})
 
@@ -197,7 +197,7 @@ class DocumentService:
                 param="files",
             )
         if content_type == "application/pdf":
-            text = await run_in_threadpool(_pdf_text, filename, content, self._pdf_limits)
+            text = await run_in_threadpool(_pdf_text, filename, content, self._extract_limits)
             content_type = "text/plain"
         else:
             try:

@@ -47,11 +47,12 @@ async def create_completion(
     return await service.complete(body, principal)
 
 
+# Plain functions: FastAPI runs them in the thread pool, off the event loop (registry reads).
 @router.get("/models")
-async def list_models(who: Chat, catalog: CatalogDep) -> ModelList:
+def list_models(who: Chat, catalog: CatalogDep) -> ModelList:
     return ModelList(data=catalog.cards(viewer_of(who)))
 
 
 @router.get("/models/{model:path}")
-async def retrieve_model(model: str, who: Chat, catalog: CatalogDep) -> ModelCard:
+def retrieve_model(model: str, who: Chat, catalog: CatalogDep) -> ModelCard:
     return catalog.card(model, viewer_of(who))
