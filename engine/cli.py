@@ -38,6 +38,7 @@ def engine_spec(settings: Settings, model_dir: Path) -> EngineLaunchSpec:
         dtype=settings.engine_dtype,
         dtype_cache=settings.home,
         kv_cache_gib=settings.engine_kv_cache_gib,
+        cpu_kernels=settings.engine_cpu_kernels,
         extra_args=tuple(settings.engine_extra_args),
     )
 

@@ -34,8 +34,8 @@ too: one matmul per slot present, and no LoRA for index -1. tests/unit/test_cpu_
 of it against a per-token reference.
 
 Only the CPU platform is patched; on GPUs vLLM uses its Triton kernels and this plugin does
-nothing. vLLM loads it in every engine process through the `vllm.general_plugins` entry point
-(pyproject.toml); set VLLM_PLUGINS to a list without `ragdock_cpu_lora` to turn it off.
+nothing. vLLM loads it in every engine process through ragdock's general plugin
+(engine/cpu_plugin.py); set VLLM_PLUGINS to a list without `ragdock_cpu` to turn it off.
 """
 
 from __future__ import annotations

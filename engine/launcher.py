@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from ragdock.compute_dtype import DtypeChoice, choose_dtype
+from ragdock.compute_dtype import DtypeChoice, choose_dtype, default_device
 
 _PR_SET_PDEATHSIG = 1
 
@@ -39,6 +40,22 @@ ENGINE_ENV_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 }
+
+
+# Faster kernels for vLLM's CPU build (measured in eval/perf/grounded_latency.py and the README's
+# performance section). vLLM turns torch.compile off on CPU whenever LoRA is enabled, and its
+# eager fallback then runs every "custom op" (rotary embedding, ...) as plain torch: `all` puts
+# the CPU build's C++ kernels back. RMSNorm goes through vLLM's IR ops, whose C++ provider is
+# registered for GPUs only; engine/cpu_norms.py registers the CPU one, and the priority below
+# puts it first. Not passed to a GPU engine (where torch.compile fuses these itself), nor when
+# the settings' engine_extra_args set either flag.
+CPU_KERNEL_ARGS = (
+    "--compilation-config", json.dumps({"custom_ops": ["all"]}),
+    "--kernel-config", json.dumps({"ir_op_priority": {
+        "rms_norm": ["ragdock_cpu", "native"],
+        "fused_add_rms_norm": ["ragdock_cpu", "native"],
+    }}),
+)  # fmt: skip
 
 
 class EngineStartError(RuntimeError):
@@ -60,6 +77,7 @@ class EngineLaunchSpec:
     dtype: str = "auto"  # resolved by `EngineProcess.start` (see ragdock.compute_dtype)
     dtype_cache: Path | None = None  # where the dtype probe's answer is cached (RAGDOCK_HOME)
     kv_cache_gib: int = 2
+    cpu_kernels: bool = True  # add CPU_KERNEL_ARGS when the engine runs on CPU
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -78,8 +96,17 @@ class EngineLaunchSpec:
             "--max-loras", str(self.max_loras),
             "--dtype", self.dtype,
             "--max-model-len", str(self.max_model_len),
+            *self.kernel_args(),
             *self.extra_args,
         ]  # fmt: skip
+
+    def kernel_args(self) -> tuple[str, ...]:
+        if not self.cpu_kernels or default_device() != "cpu":
+            return ()
+        named = {a.split("=")[0] for a in self.extra_args}
+        if named & {"--compilation-config", "-cc", "--kernel-config", "-O"}:
+            return ()  # the operator chose these flags; theirs stand
+        return CPU_KERNEL_ARGS
 
     def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)

@@ -169,7 +169,7 @@ def choose_dtype(
     if explicit != "auto":
         return DtypeChoice(dtype=explicit, source="explicit")
     if device == "auto":
-        device = _default_device()
+        device = default_device()
     if device.startswith("cuda"):
         return DtypeChoice(dtype=_gpu_dtype(), source="gpu")
     cpu = cpu or CpuIdentity.of_this_machine()
@@ -236,7 +236,8 @@ def _decide(probe: MatmulProbe) -> ComputeDtype:
     return "bfloat16" if probe.bf16_speedup >= BF16_MIN_SPEEDUP else "float32"
 
 
-def _default_device() -> str:
+def default_device() -> str:
+    """'cuda' where torch sees a GPU, else 'cpu'."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

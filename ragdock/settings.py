@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         "in HOME), else fp32; on a GPU, bf16 where supported. Or 'bfloat16' / 'float32'.",
     )
     engine_kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache size (GiB).")
+    engine_cpu_kernels: bool = Field(
+        True,
+        description="On a CPU engine, use the C++ kernels vLLM's CPU build ships for RMSNorm, "
+        "rotary embedding and the other custom ops (~5-10% faster prefill); false runs vLLM's "
+        "own eager defaults.",
+    )
     engine_extra_args: list[str] = Field(default_factory=list, description="Passed to vLLM as is.")
     engine_startup_timeout_s: float = Field(600.0, gt=0)
 

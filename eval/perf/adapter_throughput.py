@@ -28,6 +28,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from eval.perf.machine import machine_line
+
 console = Console(width=150)
 
 
@@ -143,7 +145,7 @@ def start_stack(
 ) -> str:
     """An engine (with the chosen LoRA kernels) and a gateway in front of it; returns its URL."""
     from engine.launcher import EngineLaunchSpec, EngineProcess
-    from tests.support import free_port, start_gateway
+    from server.process import free_port, start_gateway
 
     plugins = KERNELS[kernels]
     saved = os.environ.pop("VLLM_PLUGINS", None)
@@ -265,6 +267,7 @@ def print_table(
             )
             row.append(f"{speedup:.2f}x")
         table.add_row(*row)
+    console.print(machine_line())
     console.print(table)
     for kernel, seconds in ptft.items():
         console.print(

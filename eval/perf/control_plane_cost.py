@@ -127,6 +127,8 @@ def print_table(
     from rich.console import Console
     from rich.table import Table
 
+    from eval.perf.machine import machine_line
+
     cpu = CpuIdentity.of_this_machine()
     flags = ", ".join(cpu.fast_bf16_flags) or "no avx512_bf16/amx"
     console = Console()
@@ -143,6 +145,7 @@ def print_table(
         table.add_row(
             name, f"{median:.3f}", f"{percentile(values, 95):.3f}", f"{median / base:.3f}"
         )
+    console.print(machine_line())
     console.print(table)
     for plane, values in lookups.items():
         console.print(

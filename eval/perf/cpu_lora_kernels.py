@@ -71,6 +71,9 @@ def main() -> None:
     torch.manual_seed(0)
     choice = choose_dtype(args.dtype, home=None)
     dtype = torch_dtype(choice.dtype)
+    from eval.perf.machine import machine_line
+
+    print(machine_line(choice.dtype))
     print(f"dtype: {choice.describe()}")
     print(f"| layer | tokens | adapters | vLLM us | ragdock us | speed-up |  (r={args.rank})")
     print("|---|---|---|---|---|---|")

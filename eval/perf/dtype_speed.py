@@ -111,6 +111,9 @@ def main() -> None:
 
     cpu = CpuIdentity.of_this_machine()
     choice = choose_dtype("auto", home=None, device="cpu")
+    from eval.perf.machine import machine_line
+
+    print(machine_line("fp32 and bf16, side by side"))
     print(f"CPU: {cpu.model}; bf16 flags: {', '.join(cpu.fast_bf16_flags) or 'none'}")
     print(f"kernel limits: {', '.join(cpu.kernel_limits) or 'none'}; torch {cpu.torch_version}")
     print(f"auto -> {choice.describe()}")

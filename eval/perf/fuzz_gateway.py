@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import secrets
 import sys
 import tempfile
 import time
@@ -33,6 +34,8 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from rich.console import Console
 from rich.table import Table
+
+from eval.perf.machine import machine_line
 
 console = Console(width=150)
 _ERROR_FIELDS = {"message", "type", "param", "code"}
@@ -224,6 +227,7 @@ def print_report(report: FuzzReport, seconds: float) -> None:
         server = sum(n for s, n in counts.items() if s >= 500 or s == 0)
         statuses = " ".join(f"{s}:{n}" for s, n in sorted(counts.items()))
         table.add_row(label, str(total), str(ok), str(client), str(server), statuses)
+    console.print(machine_line())
     console.print(table)
     console.print(f"failures: {len(report.failures)}")
     for failure in report.failures[:20]:
@@ -253,7 +257,10 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
     from ragdock.settings import default_home
-    from tests.support import ADMIN_KEY_JSON, TEST_API_KEY, free_port, start_gateway
+    from server.process import free_port, start_gateway
+
+    key = secrets.token_hex(16)  # the fuzzing gateway's one key, allowed everything
+    keys = json.dumps([{"key": key, "name": "fuzz", "scopes": ["platform"]}])
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-fuzz-")))
     home = default_home()
@@ -268,11 +275,9 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     engine = stack.enter_context(EngineProcess(spec))
     console.print("starting the engine ...")
     engine.wait_ready(600)
-    gateway = start_gateway(
-        engine.url, workdir / "gateway.log", {"RAGDOCK_API_KEYS": ADMIN_KEY_JSON}
-    )
+    gateway = start_gateway(engine.url, workdir / "gateway.log", {"RAGDOCK_API_KEYS": keys})
     stack.callback(gateway.stop)
-    return gateway.url, TEST_API_KEY
+    return gateway.url, key
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from eval.perf.machine import machine_line
+
 console = Console(width=150)
 
 
@@ -186,6 +188,7 @@ def measure(
                 f"{cpu * 1000:.1f}" if gateway_pid else "?",
             )
             console.print(f"measured {mode} x{concurrency}: ratio {ratio:.3f}")
+    console.print(machine_line())
     console.print(table)
     console.print(
         f"throughput ratio gateway/direct: min {min(ratios):.3f}, "
@@ -215,7 +218,7 @@ def main() -> None:
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
     from ragdock.settings import default_home
-    from tests.support import free_port, start_gateway
+    from server.process import free_port, start_gateway
 
     home = Path(os.environ.get("RAGDOCK_HOME") or default_home())
     workdir = Path(tempfile.mkdtemp(prefix="ragdock-bench-"))

@@ -118,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from eval.perf.machine import machine_line
+
     table = Table(
         title=f"Ingestion throughput: {len(docs)} docs, {len(texts)} chunks, "
         f"{args.reps} alternating reps"
@@ -137,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{ratio:.3f}",
             ", ".join(f"{p / r:.3f}" for p, r in zip(values, raw, strict=True)),
         )
+    Console().print(machine_line())
     Console().print(table)
 
 

@@ -32,6 +32,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from eval.perf.machine import machine_line
+
 console = Console(width=150)
 FAULT_OUTCOMES = {"503 engine_unavailable", "stream error engine_unavailable"}
 QUESTION = "Write a short note about the history of the printing press."
@@ -179,6 +181,7 @@ def print_result(result: LoadResult, clients: int, keys: int, cap: int | None) -
         _pct(result.ttfts, 0.5),
         _pct(result.ttfts, 0.95),
     )
+    console.print(machine_line())
     console.print(table)
     errors = Table(title="outcomes by kind")
     errors.add_column("kind")
@@ -295,7 +298,7 @@ def _start_stack(stack: ExitStack, keys: int, per_key_cap: int) -> tuple[str, li
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
     from ragdock.settings import default_home
-    from tests.support import free_port, start_gateway
+    from server.process import free_port, start_gateway
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-load-")))
     home = default_home()

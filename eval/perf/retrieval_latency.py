@@ -174,12 +174,15 @@ def print_table(rows: list[tuple[str, int, str, int, float, float, float]]) -> N
     from rich.console import Console
     from rich.table import Table
 
+    from eval.perf.machine import machine_line
+
     table = Table(title="Hybrid query latency (default fusion, top 5, tenant filter), side by side")
     for column in ("store", "chunks", "query", "n", "p50 ms", "p95 ms", "upsert s"):
         table.add_column(column, justify="right")
     for name, size, label, n, p50, p95, fill_s in rows:
         table.add_row(name, f"{size:,}", label, str(n), f"{p50:.2f}", f"{p95:.2f}", f"{fill_s:.1f}")
     console = Console()
+    console.print(machine_line())
     console.print(table)
     for size in sorted({r[1] for r in rows}):
         medians = {(r[0], r[2]): r[4] for r in rows if r[1] == size}

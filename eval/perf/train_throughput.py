@@ -257,6 +257,14 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
+    from engine.model_build import resolve_model_dir
+    from eval.perf.machine import machine_line, measure_roofline
+    from ragdock.compute_dtype import choose_dtype
+    from training.recipe import default_home
+
+    choice = choose_dtype(args.dtype, home=default_home())
+    # The bound every variant is measured against, probed before any of them runs (machine idle).
+    roofline = measure_roofline(resolve_model_dir(args.model, default_home()), choice.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bench.jsonl"
         if args.data:
@@ -299,23 +307,24 @@ def main() -> None:
                     f"peak {result['peak_rss_mib']:.0f} MiB",
                     file=sys.stderr,
                 )
-    from ragdock.compute_dtype import choose_dtype
-    from training.recipe import default_home
+    print(machine_line(choice.dtype, args.threads))
+    print(f"dtype: {choice.describe()}")
+    print(roofline.describe())
+    print_table(results, roofline.train_tokens_per_s)
 
-    print(f"dtype: {choose_dtype(args.dtype, home=default_home()).describe()}")
-    print_table(results)
 
-
-def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
+def print_table(results: dict[str, list[dict[str, Any]]], roofline_tokens_per_s: float) -> None:
+    """Markdown table; "vs roofline" is tokens/s over the probe's training bound (forward and
+    backward through the frozen weights at the matmul probe's rate, eval/perf/machine.py)."""
     base = statistics.median(r["tokens_per_s"] for r in results.get("plain", [{"tokens_per_s": 0}]))
     lora_rss = statistics.median(
         r["peak_rss_mib"] for r in results.get("recipe", [{"peak_rss_mib": 0}])
     )
     print(
         "| variant | steps/pass | real tokens | padded tokens | tokens/s (median) | vs plain "
-        "| peak RSS MiB | vs recipe LoRA |"
+        "| vs roofline | peak RSS MiB | vs recipe LoRA |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for variant, runs in results.items():
         speed = statistics.median(r["tokens_per_s"] for r in runs)
         rss = statistics.median(r["peak_rss_mib"] for r in runs)
@@ -324,7 +333,7 @@ def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
         mem = f"{rss / lora_rss:.2f}x" if lora_rss else "-"
         print(
             f"| {variant} | {first['steps']} | {first['tokens']} | {first['padded_tokens']} "
-            f"| {speed:.1f} | {ratio} | {rss:.0f} | {mem} |"
+            f"| {speed:.1f} | {ratio} | {speed / roofline_tokens_per_s:.0%} | {rss:.0f} | {mem} |"
         )
 
 

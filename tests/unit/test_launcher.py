@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
 
+from engine import launcher
 from engine.launcher import EngineLaunchSpec, EngineProcess, EngineStartError
 
 
@@ -75,3 +77,46 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_cpu_engine_gets_the_cpu_kernel_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launcher, "default_device", lambda: "cpu")
+    spec = EngineLaunchSpec(
+        model_dir=Path("/m"), served_model_name="gemma", log_file=tmp_path / "engine.log"
+    )
+    command = spec.command(python="py")
+    config = json.loads(command[command.index("--kernel-config") + 1])
+    assert config["ir_op_priority"]["rms_norm"][0] == "ragdock_cpu"
+    assert json.loads(command[command.index("--compilation-config") + 1]) == {"custom_ops": ["all"]}
+
+
+@pytest.mark.parametrize(
+    ("device", "cpu_kernels", "extra"),
+    [
+        ("cuda", True, ()),  # a GPU engine compiles its own fused kernels
+        ("cpu", False, ()),  # turned off in the settings
+        ("cpu", True, ("--compilation-config", "{}")),  # the operator's own flag stands
+        ("cpu", True, ("--kernel-config={}",)),
+    ],
+)
+def test_the_cpu_kernel_flags_stay_out_where_they_do_not_belong(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    device: str,
+    cpu_kernels: bool,
+    extra: tuple[str, ...],
+) -> None:
+    monkeypatch.setattr(launcher, "default_device", lambda: device)
+    spec = EngineLaunchSpec(
+        model_dir=Path("/m"),
+        served_model_name="gemma",
+        log_file=tmp_path / "engine.log",
+        cpu_kernels=cpu_kernels,
+        extra_args=extra,
+    )
+    command = spec.command(python="py")
+    assert command.count("--kernel-config") + command.count("--compilation-config") == (
+        1 if extra[:1] == ("--compilation-config",) else 0
+    )

@@ -1,0 +1,155 @@
+"""What every benchmark states first, and the roofline its figures are measured against.
+
+- `machine_line(dtype)`: the CPU model, its vector-ISA flags, cores, torch's threads and the dtype
+  the run used. A figure without these means nothing on the next machine: bf16 is ~2x fp32 on a
+  CPU with avx512_bf16 and ~300x slower than fp32 on one with AVX2 only.
+- `Roofline`: a matmul probe shaped like the model. It times `torch.nn.functional.linear` on every
+  linear layer of one transformer block (q/k/v/o and the gated MLP) at a prompt-sized batch, in
+  the run's dtype and thread count, and counts the non-embedding parameters from the model's
+  config. Prefill cannot beat `flops / (2 * params)` tokens per second with these kernels, and a
+  training step (forward, then backward through frozen weights) not `flops / (4 * params)`, so
+  the ratio of a measured rate to that bound says how much of the machine the path uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragdock.compute_dtype import CpuIdentity
+
+# The flags that decide which kernels run (shown in headers; the rest of /proc/cpuinfo is noise).
+_ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd", "sve", "bf16",
+)  # fmt: skip
+
+
+def machine_line(dtype: str | None = None, threads: int | None = None) -> str:
+    """One line naming the CPU, its ISA flags, cores, threads and the dtype of the run.
+
+    Without `dtype`: the one `auto` picks on this machine (what the engine, the embedder and
+    training compute in by default), marked as such.
+    """
+    if dtype is None:
+        from ragdock.compute_dtype import choose_dtype
+        from ragdock.settings import default_home
+
+        dtype = f"{choose_dtype('auto', home=default_home()).dtype} (auto)"
+    cpu = CpuIdentity.of_this_machine()
+    flags = " ".join(f for f in _ISA_FLAGS if f in cpu.flags) or "none of note"
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    limits = f" ({', '.join(cpu.kernel_limits)})" if cpu.kernel_limits else ""
+    return (
+        f"CPU {cpu.model}; {os.cpu_count()} cores; flags {flags}{limits}; "
+        f"{threads} torch threads; dtype {dtype}"
+    )
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a decoder-only transformer that set its linear-layer work."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    layers: int
+
+    @classmethod
+    def from_config(cls, model_dir: Path) -> ModelShape:
+        config = json.loads((model_dir / "config.json").read_text())
+        config = config.get("text_config", config)  # multimodal checkpoints nest it
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        return cls(
+            hidden=hidden,
+            intermediate=int(config["intermediate_size"]),
+            heads=heads,
+            kv_heads=int(config.get("num_key_value_heads", heads)),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            layers=int(config["num_hidden_layers"]),
+        )
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of one block's linear layers: q, k, v, o, gate, up, down."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return [
+            (self.hidden, q), (self.hidden, kv), (self.hidden, kv), (q, self.hidden),
+            (self.hidden, self.intermediate), (self.hidden, self.intermediate),
+            (self.intermediate, self.hidden),
+        ]  # fmt: skip
+
+    @property
+    def params(self) -> int:
+        """Non-embedding linear parameters (what each token multiplies through)."""
+        return self.layers * sum(i * o for i, o in self.linear_shapes())
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The model-shaped matmul probe's answer on this machine."""
+
+    shape: ModelShape
+    dtype: str
+    tokens: int
+    gflops: float
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        """Forward tokens/s if every FLOP ran at the probe's rate (attention not counted)."""
+        return self.gflops * 1e9 / (2 * self.shape.params)
+
+    @property
+    def train_tokens_per_s(self) -> float:
+        """Training tokens/s at the probe's rate: forward (2N) plus the backward pass through
+        frozen weights to the adapters (2N); the adapters' own FLOPs are left out."""
+        return self.gflops * 1e9 / (4 * self.shape.params)
+
+    def describe(self) -> str:
+        return (
+            f"roofline: model-shaped matmul probe {self.gflops:.0f} GFLOP/s ({self.dtype}, "
+            f"{self.tokens} rows, {self.shape.params / 1e6:.1f}M non-embedding params) -> "
+            f"prefill <= {self.prefill_tokens_per_s:.0f} tokens/s, "
+            f"training <= {self.train_tokens_per_s:.0f} tokens/s"
+        )
+
+
+def measure_roofline(
+    model_dir: Path, dtype: str, tokens: int = 1024, budget_s: float = 3.0
+) -> Roofline:
+    """Time one block's linear layers at `tokens` rows; the fastest of repeated passes.
+
+    The fastest, not the median: a bound is what the machine can do, and noise from other
+    processes only ever slows a pass down.
+    """
+    import torch
+
+    from ragdock.compute_dtype import torch_dtype
+
+    shape = ModelShape.from_config(model_dir)
+    torch_type = torch_dtype(dtype)  # type: ignore[arg-type]
+    inputs = {i: torch.randn(tokens, i, dtype=torch_type) for i, _ in shape.linear_shapes()}
+    weights = [torch.randn(o, i, dtype=torch_type) for i, o in shape.linear_shapes()]
+    flops = sum(2 * tokens * i * o for i, o in shape.linear_shapes())
+
+    def one_pass() -> float:
+        started = time.perf_counter()
+        for weight in weights:
+            torch.nn.functional.linear(inputs[weight.shape[1]], weight)
+        return time.perf_counter() - started
+
+    for _ in range(3):  # warm the kernels and their caches
+        one_pass()
+    times: list[float] = []
+    deadline = time.monotonic() + budget_s
+    while time.monotonic() < deadline or len(times) < 5:
+        times.append(one_pass())
+    return Roofline(shape, dtype, tokens, flops / min(times) / 1e9)
