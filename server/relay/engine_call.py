@@ -123,40 +123,51 @@ class EngineStream:
         Raises:
             EngineUnavailableError: the engine dropped the stream or went silent too long.
         """
-        framer = SseFramer()
+        framed = self._framed()
         try:
-            async for chunk in self._chunks:
-                block = framer.feed(chunk)
-                if not block:
+            async for block in framed:
+                if not block.endswith(SEPARATOR):  # the unterminated tail
+                    if not self._drops_usage(block):
+                        yield block
                     continue
-                self._meter.first_chunk()
                 if USAGE_CHUNK_MARK in block:
                     block = self._take_usage(block)
                 if block:
                     yield block
-            rest = framer.rest()
-            if rest and not self._drops_usage(rest):
-                yield rest
         finally:
-            await self._chunks.aclose()
+            await framed.aclose()
 
     async def events(self) -> AsyncGenerator[bytes, None]:
         """The events one by one, without their separators (a non-blank unterminated tail is
-        the last one).
+        the last one). Usage is counted as its event is reached, so a reader that stops early
+        (a grounded answer judged at its first token) counts none of what it left unread.
 
         Raises:
             EngineUnavailableError: as for `blocks`.
         """
-        blocks = self.blocks()
+        framed = self._framed()
         try:
-            async for block in blocks:
-                if block.endswith(SEPARATOR):
-                    for event in events_of(block):
+            async for block in framed:
+                for event in _events_in(block):
+                    if not self._drops_usage(event):
                         yield event
-                elif block.strip():
-                    yield block
         finally:
-            await blocks.aclose()
+            await framed.aclose()
+
+    async def _framed(self) -> AsyncGenerator[bytes, None]:
+        """Blocks of whole events, then the unterminated tail (if any); closes the connection."""
+        framer = SseFramer()
+        try:
+            async for chunk in self._chunks:
+                block = framer.feed(chunk)
+                if block:
+                    self._meter.first_chunk()
+                    yield block
+            rest = framer.rest()
+            if rest:
+                yield rest
+        finally:
+            await self._chunks.aclose()
 
     def _take_usage(self, block: bytes) -> bytes:
         """`block` without the usage chunk, unless the client wants it (counted either way)."""
@@ -219,6 +230,13 @@ def engine_error_response(reply: EngineReply) -> Response:
     return Response(
         json.dumps(body).encode(), status_code=status_code, media_type="application/json"
     )
+
+
+def _events_in(block: bytes) -> list[bytes]:
+    """The events of a framed block; the unterminated tail is one event (unless blank)."""
+    if block.endswith(SEPARATOR):
+        return events_of(block)
+    return [block] if block.strip() else []
 
 
 async def _read_whole(upstream: httpx.Response) -> EngineReply:

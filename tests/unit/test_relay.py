@@ -210,3 +210,17 @@ async def test_an_engine_that_drops_the_stream_ends_it_with_one_error_event() ->
     assert set(error) == {"message", "type", "param", "code"}
     assert released == [True]  # the lease and meter were let go when the stream ended
     assert _sample(metrics, "ragdock_requests_total", route="chat", model=MODEL, status="200")
+
+
+async def test_a_reader_that_stops_early_counts_none_of_the_usage_it_left_unread() -> None:
+    metrics = GatewayMetrics()
+    meter = RequestMeter(metrics, "chat", MODEL, 0.0)
+    call = EngineCall(
+        _engine_sending(STREAM, []), "/v1/chat/completions", meter=meter, reload=_no_reload
+    )
+    opened = await call.open(b"{}")
+    assert isinstance(opened, EngineStream)
+    events = opened.events()
+    assert await anext(events) == EVENTS[0]  # the whole stream came in one read
+    await events.aclose()  # as a grounded answer judged at its first token does
+    assert _sample(metrics, "ragdock_prompt_tokens_total", model=MODEL) == 0
