@@ -72,6 +72,7 @@ class ChatCompletionRequest(_SamplingFields):
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: StrictStr | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
     rag: dict[str, Any] | None = Field(
         None, description="ragdock: ground the answer in retrieved sources (see RagOptions)."
     )

@@ -21,6 +21,7 @@ from server.engine_client import EngineClient
 from server.metrics import GatewayMetrics, RequestMeter
 from server.model_catalog import ModelCatalog, ResolvedModel
 from server.openai_api.protocol import ChatCompletionRequest
+from server.rag.grounding import grounded_conversation
 from server.rag.judge import AnswerJudge
 from server.rag.service import RagService
 from server.rag.step import GroundedChat, GroundingStep
@@ -321,3 +322,20 @@ async def test_a_stream_that_began_to_abstain_is_asked_again_and_relayed_whole()
     )  # fmt: skip
     assert text == "".join(ANSWER) and "know" not in text
     assert _data(events[-2])["grounding"]["answerability"]["reasked"] is True
+
+
+def test_earlier_tool_exchanges_keep_their_place_and_system_text_joins_the_instruction() -> None:
+    call = {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]}
+    result = {"role": "tool", "tool_call_id": "c1", "content": "42"}
+    messages = [
+        {"role": "developer", "content": "Use metric units."},
+        {"role": "user", "content": "Open a ticket."},
+        call,
+        result,
+        {"role": "assistant", "content": "Ticket 42 is open."},
+        {"role": "user", "content": QUESTION},
+    ]
+    system, *history, user = grounded_conversation(messages, [], DEFAULT_ABSTENTION_MESSAGE)
+    assert system["content"].endswith("Use metric units.")
+    assert history == messages[1:5]
+    assert user["content"].endswith(f"Question: {QUESTION}")
