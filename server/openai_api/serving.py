@@ -23,12 +23,8 @@ from server.model_catalog import ModelCatalog, ResolvedModel
 from server.openai_api.guard import PromptGuard
 from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest
 from server.rag.step import GroundedChat, GroundingStep
-from server.relay.engine_call import (
-    EngineCall,
-    client_stream,
-    engine_error_response,
-    event_stream_response,
-)
+from server.relay.engine_call import EngineCall, engine_error_response
+from server.relay.stream import client_stream, event_stream_response
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"

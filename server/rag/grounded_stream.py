@@ -14,8 +14,9 @@ from server.model_catalog import ResolvedModel
 from server.rag.grounding import AnswerDecision, abstention_events, first_token, sse
 from server.rag.judge import AnswerJudge, FirstToken
 from server.rag.turn import GroundedTurn
-from server.relay.engine_call import EngineCall, EngineStream
+from server.relay.engine_call import EngineCall
 from server.relay.framing import DATA_PREFIX, DONE, SEPARATOR
+from server.relay.stream import EngineStream
 
 
 async def grounded_stream(

@@ -27,7 +27,8 @@ from server.rag.judge import AnswerJudge
 from server.rag.protocol import Grounding
 from server.rag.service import RagService, RetrievalOutcome
 from server.rag.turn import GroundedTurn
-from server.relay.engine_call import EngineCall, EngineStream, event_stream_response
+from server.relay.engine_call import EngineCall
+from server.relay.stream import EngineStream, event_stream_response
 
 
 @dataclass(frozen=True)

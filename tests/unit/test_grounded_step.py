@@ -25,8 +25,9 @@ from server.rag.grounding import grounded_conversation
 from server.rag.judge import AnswerJudge
 from server.rag.service import RagService
 from server.rag.step import GroundedChat, GroundingStep
-from server.relay.engine_call import EngineCall, EngineStream
+from server.relay.engine_call import EngineCall
 from server.relay.framing import events_of
+from server.relay.stream import EngineStream
 from tests.unit.fake_engine import (
     DONE,
     body_of,

@@ -15,8 +15,9 @@ import pytest
 
 from server.engine_client import EngineClient, EngineReply
 from server.metrics import GatewayMetrics, RequestMeter
-from server.relay.engine_call import EngineCall, EngineStream, client_stream
+from server.relay.engine_call import EngineCall
 from server.relay.framing import SseFramer, events_of
+from server.relay.stream import EngineStream, client_stream
 from tests.unit.fake_engine import DONE, chat_stream, engine_over, pieces, streamed, usage_chunk
 
 pytestmark = pytest.mark.anyio
