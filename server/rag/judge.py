@@ -122,7 +122,8 @@ class AnswerJudge:
         call: EngineCall,
     ) -> dict[str, Any]:
         """Judge a whole grounded reply: the first-token decision (which may ask the engine once
-        more), then the post-check, whose unsupported verdict replaces the answer.
+        more), then the post-check, whose unsupported verdict replaces the answer (a reply
+        calling tools is only flagged).
 
         Args:
             turn: the grounded turn.
@@ -154,7 +155,11 @@ class AnswerJudge:
                 body = json.loads(retry.content)
         choices = body.get("choices") or [{}]
         message = choices[0].get("message") or {}
-        verdict = self.verdict(turn, message.get("content") or "", decision)
+        # A reply that calls tools is not the answer yet: its text (usually none) is flagged
+        # by the support check, never replaced, so the calls reach the client intact.
+        calls_tools = bool(message.get("tool_calls"))
+        text = message.get("content") or ""
+        verdict = self.verdict(turn, text, decision, enforce_support=not calls_tools)
         if verdict.status == "abstained" and verdict.reason == "unsupported":
             message["content"] = self.abstention_message
         if not turn.client_logprobs:

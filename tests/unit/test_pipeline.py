@@ -56,18 +56,19 @@ TOOL_FIELDS: dict[str, Any] = {
     "parallel_tool_calls": False,
     "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": {}}},
 }
+TOOL_CALLS = [
+    {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "open_ticket", "arguments": '{"asset": "pump"}'},
+    }
+]
 TOOL_TURN = [
     {"role": "user", "content": "When is the pump due? Open a ticket for it."},
     {
         "role": "assistant",
         "content": None,
-        "tool_calls": [
-            {
-                "id": "call_1",
-                "type": "function",
-                "function": {"name": "open_ticket", "arguments": '{"asset": "pump"}'},
-            }
-        ],
+        "tool_calls": TOOL_CALLS,
     },
     {"role": "tool", "tool_call_id": "call_1", "content": '{"ticket": 42}'},
 ]
@@ -101,11 +102,13 @@ class SetRetriever:
 
 
 class Engine:
-    """Records what it is sent; answers chats whole or streamed, and adapter loads."""
+    """Records what it is sent; answers chats whole or streamed (or, `calls_tools`, with a tool
+    call and no text), and adapter loads."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, calls_tools: bool = False) -> None:
         self.chats: list[dict[str, Any]] = []
         self.loads: list[str] = []
+        self.calls_tools = calls_tools
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = body_of(request)
@@ -115,7 +118,9 @@ class Engine:
         self.chats.append(body)
         if body.get("stream"):
             return streamed(chat_stream(body["model"], ["The", " pump", " [1]."]), [])
-        message = {"role": "assistant", "content": "Every 90 days [1]."}
+        message: dict[str, Any] = {"role": "assistant", "content": "Every 90 days [1]."}
+        if self.calls_tools:
+            message = {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS}
         return httpx.Response(
             200,
             json={
@@ -131,6 +136,7 @@ def _service(engine: Engine) -> tuple[CompletionService, LoraManager, GatewayMet
     catalog = OneAdapterCatalog()
     rag = RagService(
         cast(Retriever, SetRetriever()), default_top_k=4, default_min_score=0.5,
+        default_min_support=0.5,  # the gateway's default: answers must be supported
         collection_min_scores={}, model_defaults={}, metrics=metrics, retry_after_s=1,
     )  # fmt: skip
     judge = AnswerJudge(client, catalog, metrics, DEFAULT_ABSTENTION_MESSAGE)
@@ -186,6 +192,20 @@ async def test_a_grounded_chat_keeps_the_tools_and_puts_the_sources_in_the_user_
     # The tool exchange follows the question (its null fields left out, as for every grounded turn).
     assert call == {"role": "assistant", "tool_calls": TOOL_TURN[1]["tool_calls"]}
     assert result == TOOL_TURN[2]
+
+
+async def test_a_grounded_reply_that_calls_tools_reaches_the_client_intact() -> None:
+    engine = Engine(calls_tools=True)
+    service, _, _ = _service(engine)
+    question = TOOL_TURN[:1]
+    request = _chat("gemma", question, rag={"collection": "manuals"}, **TOOL_FIELDS)
+    reply = json.loads(await _read(await service.chat(request, WHO)))
+    message = reply["choices"][0]["message"]
+    assert message["tool_calls"] == TOOL_CALLS and message["content"] is None
+    assert reply["sources"][0]["doc_id"] == "pump"
+    # No text to check against the sources: flagged as unsupported, not replaced.
+    assert reply["grounding"]["status"] == "answered"
+    assert reply["grounding"]["support"]["supported"] is False
 
 
 async def test_a_stream_holds_its_adapter_and_meter_until_its_last_byte() -> None:
