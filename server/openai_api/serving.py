@@ -24,7 +24,7 @@ from server.openai_api.guard import PromptGuard
 from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest
 from server.rag.step import GroundedChat, GroundingStep
 from server.relay.engine_call import EngineCall, engine_error_response
-from server.relay.stream import client_stream, event_stream_response
+from server.relay.stream import client_stream_response
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -107,11 +107,12 @@ class CompletionService:
                 meter.status = opened.status_code
                 return engine_error_response(opened)
             meter.status = 200
+            held.push_async_callback(opened.aclose)  # however the client leaves
             if grounded is not None:
                 events = grounded.stream(opened, payload, model, call, keep_usage=keep_usage)
             else:
                 events = opened.blocks()
-            return event_stream_response(client_stream(events, held.pop_all()))
+            return client_stream_response(events, held.pop_all())
 
     async def _resolve(self, route: str, name: str, principal: Principal) -> ResolvedModel:
         try:

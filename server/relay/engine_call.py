@@ -87,7 +87,7 @@ class EngineCall:
             upstream = await self._engine.open_stream(self._path, body)
         if upstream.status_code != 200:
             return await _read_whole(upstream)
-        return EngineStream(self._engine.relay(upstream), self._meter, keep_usage=self._keep_usage)
+        return EngineStream(self._engine, upstream, self._meter, keep_usage=self._keep_usage)
 
 
 def engine_error_response(reply: EngineReply) -> Response:

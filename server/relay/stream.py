@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 
+import httpx
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
+from server.engine_client import EngineClient
 from server.errors import GatewayError, sse_error_event
 from server.metrics import RequestMeter
 from server.relay.framing import SEPARATOR, USAGE_CHUNK_MARK, SseFramer, events_of, usage_of_event
@@ -25,15 +28,26 @@ class EngineStream:
     """A streamed engine answer, read once, either as blocks of bytes or as single events.
 
     Either way the usage-only chunk is counted, and taken out unless the client asked for it;
-    the engine connection is closed when the reading ends (closing it is what stops vLLM).
+    the engine connection is closed when the reading ends, or by `aclose` (closing it is what
+    stops vLLM).
     """
 
     def __init__(
-        self, chunks: AsyncGenerator[bytes, None], meter: RequestMeter, *, keep_usage: bool
+        self,
+        engine: EngineClient,
+        upstream: httpx.Response,
+        meter: RequestMeter,
+        *,
+        keep_usage: bool,
     ) -> None:
-        self._chunks = chunks
+        self._engine = engine
+        self._upstream = upstream
         self._meter = meter
         self._keep_usage = keep_usage
+
+    async def aclose(self) -> None:
+        """Close the engine connection, read or not (a no-op once closed)."""
+        await self._upstream.aclose()
 
     async def blocks(self) -> AsyncGenerator[bytes, None]:
         """Whole events as the engine sent them, a read's worth at a time; an unterminated tail
@@ -76,8 +90,9 @@ class EngineStream:
     async def _framed(self) -> AsyncGenerator[bytes, None]:
         """Blocks of whole events, then the unterminated tail (if any); closes the connection."""
         framer = SseFramer()
+        chunks = self._engine.relay(self._upstream)
         try:
-            async for chunk in self._chunks:
+            async for chunk in chunks:
                 block = framer.feed(chunk)
                 if block:
                     self._meter.first_chunk()
@@ -86,7 +101,7 @@ class EngineStream:
             if rest:
                 yield rest
         finally:
-            await self._chunks.aclose()
+            await chunks.aclose()
 
     def _take_usage(self, block: bytes) -> bytes:
         """`block` without the usage chunk, unless the client wants it (counted either way)."""
@@ -124,9 +139,32 @@ async def client_stream(
             await source.aclose()
 
 
-def event_stream_response(events: AsyncGenerator[bytes, None]) -> StreamingResponse:
+def client_stream_response(
+    source: AsyncGenerator[bytes, None], resources: AsyncExitStack
+) -> StreamingResponse:
+    """The response relaying `source` to the client (see `client_stream`).
+
+    A client that leaves before the first byte leaves the stream unstarted, and one that leaves
+    mid-way leaves it suspended: either way the response's closing task closes it and
+    `resources` (which hold the engine connection too), so the engine stops, and the lease and
+    meter are let go at once (both closes are no-ops when the stream ended by itself).
+    """
+    events = client_stream(source, resources)
+
+    async def close() -> None:
+        await events.aclose()
+        await resources.aclose()
+
+    return event_stream_response(events, background=BackgroundTask(close))
+
+
+def event_stream_response(
+    events: AsyncGenerator[bytes, None], *, background: BackgroundTask | None = None
+) -> StreamingResponse:
     """A `text/event-stream` response relaying `events` as they come."""
-    return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers=_SSE_HEADERS, background=background
+    )
 
 
 def _events_in(block: bytes) -> list[bytes]:

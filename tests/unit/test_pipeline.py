@@ -6,6 +6,7 @@ keeps its calls and results), and that a stream holds its adapter and meter unti
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -255,3 +256,46 @@ async def test_an_engine_error_is_relayed_in_openai_shape_and_lets_the_adapter_g
         assert not loras.leased("tickets@v1")
     labels = {"route": "chat", "model": "tickets@v1", "status": "400"}
     assert metrics.registry.get_sample_value("ragdock_requests_total", labels) == 2
+
+
+class EndlessEngine:
+    """Streams until the gateway closes the connection, and records that it did."""
+
+    def __init__(self) -> None:
+        self.responses: list[httpx.Response] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/load_lora_adapter":
+            return httpx.Response(200, text="ok")
+        self.responses.append(httpx.Response(200, content=self._tokens()))
+        return self.responses[-1]
+
+    @property
+    def closed(self) -> bool:
+        return all(response.is_closed for response in self.responses)
+
+    async def _tokens(self) -> AsyncIterator[bytes]:
+        while True:
+            yield chat_stream("tickets@v1", ["more"]).split(b"\n\n")[0] + b"\n\n"
+
+
+@pytest.mark.parametrize("read_first", [False, True], ids=["before-first-byte", "mid-way"])
+async def test_a_client_that_leaves_lets_the_engine_adapter_and_meter_go(read_first: bool) -> None:
+    engine = EndlessEngine()
+    client = engine_over(engine)
+    metrics = GatewayMetrics()
+    loras = LoraManager(RuntimeApiLoader(client, capacity=2, metrics=metrics))
+    catalog = OneAdapterCatalog()
+    judge = AnswerJudge(client, catalog, metrics, DEFAULT_ABSTENTION_MESSAGE)
+    service = CompletionService(
+        client, catalog, loras, metrics, GroundingStep(None, judge, metrics)
+    )
+    response = await service.chat(_chat("tickets", TOOL_TURN[:1], stream=True), WHO)
+    assert isinstance(response, StreamingResponse) and response.background is not None
+    if read_first:
+        assert await anext(aiter(response.body_iterator))
+    assert loras.leased("tickets@v1") and not engine.closed
+    await response.background()  # Starlette runs it once the client is gone
+    assert engine.closed and not loras.leased("tickets@v1")
+    in_flight = {"route": "chat", "model": "tickets@v1"}
+    assert metrics.registry.get_sample_value("ragdock_requests_in_flight", in_flight) == 0
