@@ -126,8 +126,8 @@ async def client_stream(
     """What the client receives: `source` as it comes, where a gateway error on the way (the
     engine dropped the stream, a reload failed) becomes one OpenAI error event that ends it.
 
-    `resources` (the request's meter and adapter lease) are released when the stream ends,
-    however it ends.
+    `resources` (the request's engine connection, adapter lease and meter) are released when
+    the stream ends, however it ends.
     """
     async with resources:
         try:
