@@ -17,6 +17,7 @@ from ragdock.settings import Settings
 from retrieval.service import Retriever
 from server import health
 from server.access import AccessControl
+from server.adapter_loading import AdapterLoader, ResolverLoader, RuntimeApiLoader
 from server.adapters_api import router as adapters_router
 from server.adapters_api.service import AdapterService
 from server.admission import AdmissionControl, AdmissionLimits
@@ -31,7 +32,9 @@ from server.metrics import GatewayMetrics
 from server.model_catalog import ModelCatalog
 from server.openai_api import router as openai_router
 from server.openai_api.serving import CompletionService
+from server.rag.judge import AnswerJudge
 from server.rag.service import RagService
+from server.rag.step import GroundingStep
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,16 @@ def build_engine_client(settings: Settings) -> EngineClient:
         retry_after_s=settings.retry_after_s,
         api_key=api_key,
     )
+
+
+def adapter_loader(
+    settings: Settings, engine: EngineClient, metrics: GatewayMetrics
+) -> AdapterLoader:
+    """The gateway loads adapters through the engine's runtime API, or (several engine
+    replicas) each engine resolves them from the registry's folder itself."""
+    if settings.adapter_loading == "resolver":
+        return ResolverLoader()
+    return RuntimeApiLoader(engine, capacity=settings.engine_max_loras, metrics=metrics)
 
 
 def open_control(settings: Settings) -> ControlPlane:
@@ -111,12 +124,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         default_adapter_alias=settings.adapters_default_alias,
     )
     metrics = GatewayMetrics(key_labels=settings.metrics_key_labels)
-    loras = LoraManager(
-        engine_client,
-        capacity=settings.engine_max_loras,
-        metrics=metrics,
-        engine_resolves=settings.adapter_loading == "resolver",
-    )
+    loras = LoraManager(adapter_loader(settings, engine_client, metrics))
 
     retriever = open_retrieval(settings, control)
     rag = (
@@ -170,13 +178,13 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.state.catalog = catalog
     app.state.keyring = KeyRing(settings.api_keys)
     app.state.metrics = metrics
+    judge = AnswerJudge(engine_client, catalog, metrics, settings.abstention_message)
     app.state.completion_service = CompletionService(
         engine_client,
         catalog,
         loras,
         metrics,
-        rag,
-        settings.abstention_message,
+        GroundingStep(rag, judge, metrics),
         max_prompt_chars=settings.max_prompt_chars,
     )
     app.state.rag_service = rag

@@ -7,7 +7,12 @@ apps in one process (tests) never share counters.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from server.errors import GatewayError
 
 # Buckets sized for LLM latencies on CPU and GPU: tens of milliseconds to minutes.
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -98,3 +103,54 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestMeter:
+    """One completion request's metrics: in flight from creation to close, then its status and
+    latency; its first streamed chunk and the tokens it used as they become known.
+
+    A context manager: leaving it with a `GatewayError` records that error's status; any other
+    way out records `status` as set (500 until the engine's answer says otherwise).
+    """
+
+    def __init__(self, metrics: GatewayMetrics, route: str, model: str, started: float) -> None:
+        """
+        Args:
+            metrics: the gateway's metrics.
+            route: `chat` or `completions`.
+            model: the engine's name for the model (base or adapter version).
+            started: `time.perf_counter()` when the request arrived.
+        """
+        self.status = 500
+        self._metrics = metrics
+        self._route = route
+        self._model = model
+        self._started = started
+        self._first_seen = False
+        metrics.in_flight.labels(route, model).inc()
+
+    def __enter__(self) -> RequestMeter:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, GatewayError):
+            self.status = exc.status_code
+        self.close()
+
+    def first_chunk(self) -> None:
+        """The stream's first chunk is on its way (observed once, however many streams follow)."""
+        if not self._first_seen:
+            self._first_seen = True
+            elapsed = time.perf_counter() - self._started
+            self._metrics.ttft.labels(self._model).observe(elapsed)
+
+    def count_usage(self, usage: dict[str, Any]) -> None:
+        """Add an engine answer's `usage` to the model's token counters."""
+        self._metrics.prompt_tokens.labels(self._model).inc(usage.get("prompt_tokens") or 0)
+        self._metrics.completion_tokens.labels(self._model).inc(usage.get("completion_tokens") or 0)
+
+    def close(self) -> None:
+        self._metrics.requests.labels(self._route, self._model, str(self.status)).inc()
+        elapsed = time.perf_counter() - self._started
+        self._metrics.latency.labels(self._route, self._model).observe(elapsed)
+        self._metrics.in_flight.labels(self._route, self._model).dec()

@@ -46,6 +46,23 @@ class _SamplingFields(_PassThrough):
     top_p: Number | None = Field(None, ge=0, le=1)
     user: StrictStr | None = None
 
+    @property
+    def client_wants_usage(self) -> bool:
+        """The client asked for the usage chunk at the end of its stream."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def to_engine_payload(self, engine_model: str) -> dict[str, Any]:
+        """The request as the engine gets it: every field the client sent (the gateway's own
+        `rag` aside) under the engine's name for the model. A stream always asks for the usage
+        chunk, which the gateway counts and drops again unless the client asked for it."""
+        payload = self.model_dump(exclude_unset=True)
+        payload.pop("rag", None)
+        payload["model"] = engine_model
+        if self.stream:
+            options = payload.get("stream_options") or {}
+            payload["stream_options"] = {**options, "include_usage": True}
+        return payload
+
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -55,6 +72,7 @@ class ChatCompletionRequest(_SamplingFields):
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: StrictStr | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
     rag: dict[str, Any] | None = Field(
         None, description="ragdock: ground the answer in retrieved sources (see RagOptions)."
     )

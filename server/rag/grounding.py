@@ -25,6 +25,7 @@ from server.rag.protocol import Answerability, Grounding, Source, Support
 # Top logprobs asked of the engine for the reply's first token: enough to hold the abstention's
 # first piece whenever it has any real probability.
 DECISION_TOP_LOGPROBS = 5
+_SYSTEM_ROLES = ("system", "developer")
 
 
 def question_of(messages: Sequence[dict[str, Any]]) -> str:
@@ -47,14 +48,15 @@ def grounded_conversation(
     messages: Sequence[dict[str, Any]], sources: Sequence[Source], abstention_message: str
 ) -> list[dict[str, Any]]:
     """The conversation sent to the model: the grounding instruction (plus the client's own
-    system text), earlier turns as they were, and the last question over numbered sources."""
+    system text), earlier turns as they were, the last question over numbered sources, and what
+    followed it (the assistant's tool calls and their results, in a tool-using turn)."""
     question = question_of(messages)
     prompt_sources = [PromptSource(text=s.text, title=s.title) for s in sources]
     system, user = grounded_messages(
         question, prompt_sources, abstention_message=abstention_message
     )
     client_system = [
-        str(m.get("content") or "") for m in messages if m.get("role") in ("system", "developer")
+        str(m.get("content") or "") for m in messages if m.get("role") in _SYSTEM_ROLES
     ]
     if any(client_system):
         system = {
@@ -62,8 +64,10 @@ def grounded_conversation(
             "content": "\n\n".join([system["content"], *filter(None, client_system)]),
         }
     last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
-    history = [m for m in messages[:last_user] if m.get("role") in ("user", "assistant")]
-    return [system, *history, user]
+    # The client's system text is in the instruction already; every other turn keeps its place.
+    history = [m for m in messages[:last_user] if m.get("role") not in _SYSTEM_ROLES]
+    after = [m for m in messages[last_user + 1 :] if m.get("role") not in _SYSTEM_ROLES]
+    return [system, *history, user, *after]
 
 
 @dataclass(frozen=True)

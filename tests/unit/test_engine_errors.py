@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import json
 
-from server.openai_api.serving import _engine_error
+from server.engine_client import EngineReply
+from server.relay.engine_call import engine_error_response
 
 
 def test_vllm_error_is_rewritten_in_openai_shape() -> None:
@@ -14,7 +15,9 @@ def test_vllm_error_is_rewritten_in_openai_shape() -> None:
             "code": 400,
         }
     }
-    reply = _engine_error(400, json.dumps(vllm_body).encode())
+    reply = engine_error_response(
+        EngineReply(400, json.dumps(vllm_body).encode(), "application/json")
+    )
     assert reply.status_code == 400
     assert json.loads(reply.body) == {
         "error": {
@@ -27,7 +30,7 @@ def test_vllm_error_is_rewritten_in_openai_shape() -> None:
 
 
 def test_non_json_engine_error_is_wrapped() -> None:
-    reply = _engine_error(502, b"<html>bad gateway</html>")
+    reply = engine_error_response(EngineReply(502, b"<html>bad gateway</html>", "text/html"))
     error = json.loads(reply.body)["error"]
     assert reply.status_code == 502
     assert error["type"] == "server_error"

@@ -1,0 +1,155 @@
+"""The grounding step of a chat request: retrieve, then either abstain at once (nothing supports an
+answer, and the engine is never asked) or hand the pipeline the grounded conversation to forward
+and what to do with the reply (judge it, attach the sources and the verdict)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from server.auth import Principal
+from server.errors import InvalidRequestError
+from server.metrics import GatewayMetrics
+from server.model_catalog import ResolvedModel
+from server.openai_api.protocol import ChatCompletionRequest
+from server.rag.grounded_stream import grounded_stream
+from server.rag.grounding import (
+    abstention_completion,
+    abstention_events,
+    grounded_conversation,
+    question_of,
+)
+from server.rag.judge import AnswerJudge
+from server.rag.protocol import Grounding
+from server.rag.service import RagService, RetrievalOutcome
+from server.rag.turn import GroundedTurn
+from server.relay.engine_call import EngineCall
+from server.relay.stream import EngineStream, event_stream_response
+
+
+@dataclass(frozen=True)
+class GroundedChat:
+    """A chat request to forward over its sources, and what to do with the engine's reply."""
+
+    turn: GroundedTurn
+    judge: AnswerJudge
+
+    def engine_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The request as the engine gets it (see `GroundedTurn.engine_payload`)."""
+        return self.turn.engine_payload(payload)
+
+    async def reply(
+        self, content: bytes, payload: dict[str, Any], model: ResolvedModel, call: EngineCall
+    ) -> Response:
+        """The client's answer from the engine's whole 200 reply (see `judge_reply`)."""
+        return JSONResponse(await self.judge.judge_reply(self.turn, content, payload, model, call))
+
+    def stream(
+        self,
+        stream: EngineStream,
+        payload: dict[str, Any],
+        model: ResolvedModel,
+        call: EngineCall,
+        *,
+        keep_usage: bool,
+    ) -> AsyncGenerator[bytes, None]:
+        """The client's events from the engine's open stream (see `grounded_stream`)."""
+        return grounded_stream(
+            self.judge, self.turn, stream, payload=payload, model=model, call=call,
+            keep_usage=keep_usage,
+        )  # fmt: skip
+
+
+class GroundingStep:
+    def __init__(self, rag: RagService | None, judge: AnswerJudge, metrics: GatewayMetrics) -> None:
+        """
+        Args:
+            rag: retrieval, or None on a gateway without it (a request asking for it is refused).
+            judge: judges grounded replies; its abstention message is the one sent in their place.
+            metrics: where retrieval scores and gate abstentions are counted.
+        """
+        self._rag = rag
+        self._judge = judge
+        self._metrics = metrics
+
+    async def prepare(
+        self, request: ChatCompletionRequest, principal: Principal
+    ) -> GroundedChat | Response | None:
+        """Ground a chat request in the caller's collection.
+
+        Returns:
+            None when the request is not grounded (no `rag` field, and no RAG defaults for its
+            model); the abstention to send when retrieval found nothing above the gate;
+            otherwise the grounded chat to forward.
+
+        Raises:
+            InvalidRequestError: `rag` is malformed, retrieval is off on this gateway, or there
+                is no user message to search for.
+            NotFoundError: the collection does not exist.
+            RetrievalUnavailableError: the vector store failed.
+        """
+        if self._rag is None:
+            if request.rag is not None:
+                raise InvalidRequestError("Retrieval is not enabled on this gateway", param="rag")
+            return None
+        options = self._rag.options_for(request.model, request.rag)
+        if options is None:
+            return None
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        question = question_of(messages)
+        outcome = await self._rag.retrieve(
+            principal.tenant,
+            options.collection,
+            question,
+            top_k=options.top_k,
+            mode=options.mode,
+            filter=options.filter,
+            min_score=options.min_score,
+        )
+        if outcome.top_score is not None:
+            self._metrics.retrieval_top_score.labels(options.collection).observe(outcome.top_score)
+        if not outcome.passed_gate:
+            # Nothing supports an answer: say so without spending the engine's time.
+            return self._abstain(request, options.collection, outcome)
+        abstention = self._judge.abstention_message
+        turn = GroundedTurn(
+            collection=options.collection,
+            outcome=outcome,
+            messages=grounded_conversation(messages, outcome.sources, abstention),
+            question=question,
+            min_answerability=self._rag.min_answerability(
+                options.collection, options.min_answerability
+            ),
+            min_support=self._rag.min_support(options.collection, options.min_support),
+            client_logprobs=bool(request.logprobs),
+        )
+        return GroundedChat(turn, self._judge)
+
+    def _abstain(
+        self, request: ChatCompletionRequest, collection: str, outcome: RetrievalOutcome
+    ) -> Response:
+        grounding = Grounding(
+            status="abstained",
+            reason="retrieval_gate",
+            top_score=outcome.top_score,
+            threshold=outcome.threshold,
+            support=None,
+        )
+        self._metrics.rag_answers.labels(collection, "abstained", "retrieval_gate").inc()
+        self._metrics.requests.labels("chat", "_abstained", "200").inc()
+        message = self._judge.abstention_message
+        if request.stream:
+            usage = bool(request.stream_options and request.stream_options.include_usage)
+            return event_stream_response(
+                _iterate(abstention_events(request.model, message, grounding, usage))
+            )
+        return JSONResponse(abstention_completion(request.model, message, grounding))
+
+
+async def _iterate(items: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for item in items:
+        yield item
