@@ -39,6 +39,7 @@ def engine_spec(settings: Settings, model_dir: Path) -> EngineLaunchSpec:
         dtype_cache=settings.home,
         kv_cache_gib=settings.engine_kv_cache_gib,
         cpu_kernels=settings.engine_cpu_kernels,
+        tool_parser=settings.engine_tool_parser,
         extra_args=tuple(settings.engine_extra_args),
     )
 

@@ -58,6 +58,19 @@ CPU_KERNEL_ARGS = (
 )  # fmt: skip
 
 
+# JSON output (response_format, named tool choice) without free whitespace: with it allowed, a
+# small model fills the reply with newlines until max_tokens (seen with Gemma 3 270M, every
+# json_schema request of tests/e2e/test_tools_and_json.py). xgrammar is vLLM's default backend;
+# the option needs it named. An operator's own --structured-outputs-config replaces this.
+STRUCTURED_OUTPUT_ARGS = (
+    "--structured-outputs-config",
+    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+)
+
+# ragdock's vLLM plugin (engine/cpu_plugin.py), as named in pyproject.toml's entry points.
+PLUGIN = "ragdock_cpu"
+
+
 class EngineStartError(RuntimeError):
     """The engine exited or was not ready in time; the message ends with its last log lines."""
 
@@ -78,6 +91,9 @@ class EngineLaunchSpec:
     dtype_cache: Path | None = None  # where the dtype probe's answer is cached (RAGDOCK_HOME)
     kv_cache_gib: int = 2
     cpu_kernels: bool = True  # add CPU_KERNEL_ARGS when the engine runs on CPU
+    # vLLM's tool-call parser: "pythonic" reads the call format the Gemma 3 template teaches
+    # (engine/gemma3_template.py); Gemma 4 checkpoints take "gemma4". Empty: no tool calling.
+    tool_parser: str = "pythonic"
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -97,15 +113,31 @@ class EngineLaunchSpec:
             "--dtype", self.dtype,
             "--max-model-len", str(self.max_model_len),
             *self.kernel_args(),
+            *self.tool_args(),
+            *self.structured_output_args(),
             *self.extra_args,
         ]  # fmt: skip
 
-    def kernel_args(self) -> tuple[str, ...]:
+    def structured_output_args(self) -> tuple[str, ...]:
+        named = {a.split("=")[0] for a in self.extra_args}
+        return () if "--structured-outputs-config" in named else STRUCTURED_OUTPUT_ARGS
+
+    def tool_args(self) -> tuple[str, ...]:
+        if not self.tool_parser:
+            return ()
+        return ("--enable-auto-tool-choice", "--tool-call-parser", self.tool_parser)
+
+    def kernel_args(self, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
         if not self.cpu_kernels or default_device() != "cpu":
             return ()
         named = {a.split("=")[0] for a in self.extra_args}
         if named & {"--compilation-config", "-cc", "--kernel-config", "-O"}:
             return ()  # the operator chose these flags; theirs stand
+        plugins = (os.environ if env is None else env).get("VLLM_PLUGINS")
+        if plugins is not None and PLUGIN not in {p.strip() for p in plugins.split(",")}:
+            # ragdock's plugin is off, so its RMSNorm provider does not exist in the engine:
+            # naming it in the kernel config would stop the engine from starting.
+            return CPU_KERNEL_ARGS[:2]
         return CPU_KERNEL_ARGS
 
     def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

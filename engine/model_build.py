@@ -75,6 +75,7 @@ def resolve_model_dir(
         return path
     out = default_model_dir(home)
     if verify_checkpoint(out):
+        refresh_chat_template(out)
         return out
     if not build:
         raise ModelBuildError(f"{out} is missing or corrupt; run `ragdock model build` first")
@@ -210,6 +211,37 @@ def _patch_tokenizer(directory: Path) -> None:
     )
     config.pop("is_local", None)
     config_json.write_text(json.dumps(config, indent=2))
+
+
+def refresh_chat_template(out: Path) -> bool:
+    """Bring a verified build's chat template up to this version's (no rebuild for a template).
+
+    Builds from before tool calling carry a template that renders no tools; conversations
+    without tools render the same under both. The tokenizer config and the manifest's checksum
+    of it are each replaced atomically, so a process reading the build meanwhile sees the old
+    files or the new ones.
+
+    Returns:
+        True when the template was replaced.
+    """
+    config_json = out / "tokenizer_config.json"
+    config: dict[str, Any] = json.loads(config_json.read_text())
+    if config.get("chat_template") == GEMMA3_CHAT_TEMPLATE:
+        return False
+    config["chat_template"] = GEMMA3_CHAT_TEMPLATE
+    _replace_file(config_json, json.dumps(config, indent=2))
+    manifest_path = out / BUILD_MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][config_json.name] = _sha256(config_json)
+    _replace_file(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    log.info("updated the chat template of %s", out)
+    return True
+
+
+def _replace_file(path: Path, text: str) -> None:
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 def _write_manifest(directory: Path, *, gguf_sha: str, seconds: float) -> None:

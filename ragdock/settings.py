@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         "in HOME), else fp32; on a GPU, bf16 where supported. Or 'bfloat16' / 'float32'.",
     )
     engine_kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache size (GiB).")
+    engine_tool_parser: str = Field(
+        "pythonic",
+        description="vLLM's tool-call parser (`tools` in chat requests become `tool_calls`): "
+        "'pythonic' fits the Gemma 3 template's call format, 'gemma4' a Gemma 4 checkpoint; "
+        "empty turns tool calling off.",
+    )
     engine_cpu_kernels: bool = Field(
         True,
         description="On a CPU engine, use the C++ kernels vLLM's CPU build ships for RMSNorm, "

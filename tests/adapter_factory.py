@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -22,8 +23,12 @@ def train_fixed_reply(
     steps: int = 40,
     rank: int = 8,
     dtype_cache: Path | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Train a LoRA that answers `prompt` with `reply` and save it (PEFT format, safetensors).
+
+    With `tools`, the prompt is rendered with those tool definitions, as the engine renders a
+    chat request that carries them.
 
     The base computes in the dtype this machine computes fast (`ragdock.compute_dtype`, 'auto'):
     in bf16 on a CPU without AVX512_BF16 these 40 steps took about half an hour instead of 30 s.
@@ -33,9 +38,11 @@ def train_fixed_reply(
     dtype = choose_dtype("auto", home=dtype_cache).dtype
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(dtype))
     question = [{"role": "user", "content": prompt}]
-    prompt_ids = tokenizer.apply_chat_template(question, add_generation_prompt=True, tokenize=True)
+    prompt_ids = tokenizer.apply_chat_template(
+        question, tools=tools, add_generation_prompt=True, tokenize=True
+    )
     full_ids = tokenizer.apply_chat_template(
-        [*question, {"role": "assistant", "content": reply}], tokenize=True
+        [*question, {"role": "assistant", "content": reply}], tools=tools, tokenize=True
     )
     prompt_ids, full_ids = _ids(prompt_ids), _ids(full_ids)
     input_ids = torch.tensor([full_ids])

@@ -156,10 +156,19 @@ class AnswerJudge:
         choices = body.get("choices") or [{}]
         message = choices[0].get("message") or {}
         # A reply that calls tools is not the answer yet: its text (usually none) is flagged
-        # by the support check, never replaced, so the calls reach the client intact.
+        # by the support check, never replaced, so the calls reach the client intact. A reply
+        # held to a JSON format is flagged too: replaced by the abstention's prose, it would
+        # no longer parse as what the client asked for.
         calls_tools = bool(message.get("tool_calls"))
+        response_format = payload.get("response_format")
+        structured = isinstance(response_format, dict) and response_format.get("type") in (
+            "json_schema",
+            "json_object",
+        )
         text = message.get("content") or ""
-        verdict = self.verdict(turn, text, decision, enforce_support=not calls_tools)
+        verdict = self.verdict(
+            turn, text, decision, enforce_support=not (calls_tools or structured)
+        )
         if verdict.status == "abstained" and verdict.reason == "unsupported":
             message["content"] = self.abstention_message
         if not turn.client_logprobs:

@@ -32,6 +32,7 @@ def test_command_enables_lora_and_uses_the_module_entry_point(tmp_path: Path) ->
         "--max-loras 4",
         "--max-model-len 2048",
         "--port 8100",
+        "--enable-auto-tool-choice --tool-call-parser pythonic",
     ):
         assert flag in joined
     assert command[-1] == "--enforce-eager"
@@ -120,3 +121,25 @@ def test_the_cpu_kernel_flags_stay_out_where_they_do_not_belong(
     assert command.count("--kernel-config") + command.count("--compilation-config") == (
         1 if extra[:1] == ("--compilation-config",) else 0
     )
+
+
+def test_an_empty_tool_parser_leaves_tool_calling_off(tmp_path: Path) -> None:
+    spec = EngineLaunchSpec(
+        model_dir=Path("/m"), served_model_name="g", log_file=tmp_path / "l", tool_parser=""
+    )
+    command = spec.command(python="py")
+    assert "--enable-auto-tool-choice" not in command and "--tool-call-parser" not in command
+
+
+def test_without_ragdocks_plugin_the_engine_gets_no_kernel_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # VLLM_PLUGINS naming other plugins only (the LoRA resolver): the RMSNorm provider the
+    # kernel config names would not exist in the engine, which would refuse to start.
+    monkeypatch.setattr(launcher, "default_device", lambda: "cpu")
+    monkeypatch.setenv("VLLM_PLUGINS", "lora_filesystem_resolver")
+    spec = EngineLaunchSpec(model_dir=Path("/m"), served_model_name="g", log_file=tmp_path / "l")
+    command = spec.command(python="py")
+    assert "--kernel-config" not in command and "--compilation-config" in command
+    monkeypatch.setenv("VLLM_PLUGINS", "lora_filesystem_resolver, ragdock_cpu")
+    assert "--kernel-config" in spec.command(python="py")
