@@ -25,25 +25,6 @@ from ragdock.settings import Settings
 console = Console(stderr=True)
 
 
-def engine_spec(settings: Settings, model_dir: Path) -> EngineLaunchSpec:
-    return EngineLaunchSpec(
-        model_dir=model_dir,
-        served_model_name=settings.served_model_name,
-        log_file=settings.home / "logs" / "engine.log",
-        host=settings.engine_host,
-        port=settings.engine_port,
-        max_lora_rank=settings.engine_max_lora_rank,
-        max_loras=settings.engine_max_loras,
-        max_model_len=settings.engine_max_model_len,
-        dtype=settings.engine_dtype,
-        dtype_cache=settings.home,
-        kv_cache_gib=settings.engine_kv_cache_gib,
-        cpu_kernels=settings.engine_cpu_kernels,
-        tool_parser=settings.engine_tool_parser,
-        extra_args=tuple(settings.engine_extra_args),
-    )
-
-
 def wait_with_progress(engine: EngineProcess, timeout_s: float, console: Console) -> float:
     """Wait for the engine with a spinner showing elapsed time and its latest log line.
 
@@ -124,7 +105,7 @@ def start(
     settings = Settings.load(config, engine_port=port)
     try:
         model_dir = resolve_model_dir(settings.model, settings.home, step=console.print)
-        engine = EngineProcess(engine_spec(settings, model_dir))
+        engine = EngineProcess(EngineLaunchSpec.from_settings(settings, model_dir))
         engine.start()
         wait_with_progress(engine, settings.engine_startup_timeout_s, console)
     except (ModelBuildError, EngineStartError) as exc:

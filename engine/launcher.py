@@ -24,8 +24,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from ragdock.compute_dtype import DtypeChoice, choose_dtype, default_device
+
+if TYPE_CHECKING:
+    from ragdock.settings import Settings
 
 _PR_SET_PDEATHSIG = 1
 
@@ -95,6 +99,30 @@ class EngineLaunchSpec:
     # (engine/gemma3_template.py); Gemma 4 checkpoints take "gemma4". Empty: no tool calling.
     tool_parser: str = "pythonic"
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, model_dir: Path, **overrides: Any
+    ) -> EngineLaunchSpec:
+        """The engine `ragdock up` starts for these settings; `overrides` replace fields (a
+        test's own log file and port, say). Tests and benchmarks start engines through here."""
+        spec = cls(
+            model_dir=model_dir,
+            served_model_name=settings.served_model_name,
+            log_file=settings.home / "logs" / "engine.log",
+            host=settings.engine_host,
+            port=settings.engine_port,
+            max_lora_rank=settings.engine_max_lora_rank,
+            max_loras=settings.engine_max_loras,
+            max_model_len=settings.engine_max_model_len,
+            dtype=settings.engine_dtype,
+            dtype_cache=settings.home,
+            kv_cache_gib=settings.engine_kv_cache_gib,
+            cpu_kernels=settings.engine_cpu_kernels,
+            tool_parser=settings.engine_tool_parser,
+            extra_args=tuple(settings.engine_extra_args),
+        )
+        return replace(spec, **overrides)
 
     @property
     def url(self) -> str:

@@ -20,8 +20,8 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from adapters.errors import PromotionRefusedError
-from engine.cli import engine_spec, wait_with_progress
-from engine.launcher import EngineProcess, EngineStartError
+from engine.cli import wait_with_progress
+from engine.launcher import EngineLaunchSpec, EngineProcess, EngineStartError
 from engine.model_build import ModelBuildError, resolve_model_dir
 from ragdock.settings import Settings
 from server.adapters_api.service import AdapterService
@@ -56,7 +56,7 @@ def up(
             model_dir = resolve_model_dir(
                 settings.model, settings.home, step=lambda m: console.print(f"  model: {m}")
             )
-            engine = EngineProcess(engine_spec(settings, model_dir))
+            engine = EngineProcess(EngineLaunchSpec.from_settings(settings, model_dir))
             engine.start()
             wait_with_progress(engine, settings.engine_startup_timeout_s, console)
         _run_gateway(settings, demo=True)

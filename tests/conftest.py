@@ -14,7 +14,7 @@ import pytest
 from engine.launcher import EngineLaunchSpec, EngineProcess
 from engine.model_build import DEFAULT_MODEL, resolve_model_dir
 from ragdock.controlplane.store import sqlite_url
-from ragdock.settings import default_home
+from ragdock.settings import Settings, default_home
 from tests.adapter_factory import train_fixed_reply
 from tests.postgres import fresh_database, throwaway_cluster
 from tests.support import TEST_API_KEY, TEST_KEYS_JSON, GatewayProcess, free_port, start_gateway
@@ -55,9 +55,9 @@ def engine(
     model_dir: Path, ragdock_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
     """The engine in the dtype this machine computes fast ('auto', as `ragdock up` starts it)."""
-    spec = EngineLaunchSpec(
-        model_dir=model_dir,
-        served_model_name="gemma",
+    spec = EngineLaunchSpec.from_settings(
+        Settings.load(None, served_model_name="gemma"),
+        model_dir,
         log_file=tmp_path_factory.mktemp("engine") / "engine.log",
         port=free_port(),
         dtype_cache=ragdock_home,

@@ -145,6 +145,7 @@ def start_stack(
 ) -> str:
     """An engine (with the chosen LoRA kernels) and a gateway in front of it; returns its URL."""
     from engine.launcher import EngineLaunchSpec, EngineProcess
+    from ragdock.settings import Settings
     from server.process import free_port, start_gateway
 
     plugins = KERNELS[kernels]
@@ -152,9 +153,9 @@ def start_stack(
     if plugins is not None:
         os.environ["VLLM_PLUGINS"] = plugins  # every plugin but ours
     try:
-        spec = EngineLaunchSpec(
-            model_dir=model_dir,
-            served_model_name="gemma",
+        spec = EngineLaunchSpec.from_settings(
+            Settings.load(None, served_model_name="gemma"),
+            model_dir,
             log_file=workdir / f"engine-{kernels}.log",
             port=free_port(),
             dtype_cache=home,

@@ -25,8 +25,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli import engine_spec
-from engine.launcher import EngineProcess
+from engine.launcher import EngineLaunchSpec, EngineProcess
 from eval.perf.machine import machine_line, measure_roofline
 from eval.perf.stack import model_dir
 from ragdock.settings import Settings
@@ -92,7 +91,7 @@ def main() -> None:
         engines = {}
         for name, cpu_kernels in (("ragdock CPU kernels", True), ("vLLM defaults", False)):
             spec = replace(
-                engine_spec(settings, model),
+                EngineLaunchSpec.from_settings(settings, model),
                 port=free_port(),
                 cpu_kernels=cpu_kernels,
                 log_file=Path(f"/tmp/ragdock-prefill-{name.split()[0]}.log"),

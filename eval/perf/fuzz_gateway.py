@@ -256,7 +256,7 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     """The real engine and a gateway with an admin key, in a temporary directory."""
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
-    from ragdock.settings import default_home
+    from ragdock.settings import Settings, default_home
     from server.process import free_port, start_gateway
 
     key = secrets.token_hex(16)  # the fuzzing gateway's one key, allowed everything
@@ -265,9 +265,9 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-fuzz-")))
     home = default_home()
     model_dir = resolve_model_dir(DEFAULT_MODEL, home, step=console.print)
-    spec = EngineLaunchSpec(
-        model_dir=model_dir,
-        served_model_name="gemma",
+    spec = EngineLaunchSpec.from_settings(
+        Settings.load(None, served_model_name="gemma"),
+        model_dir,
         log_file=workdir / "engine.log",
         port=free_port(),
         dtype_cache=home,

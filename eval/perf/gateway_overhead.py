@@ -20,9 +20,7 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,27 +213,10 @@ def main() -> None:
         return
 
     # Self-contained: start the real engine and a gateway subprocess, measure, stop both.
-    from engine.launcher import EngineLaunchSpec, EngineProcess
-    from engine.model_build import DEFAULT_MODEL, resolve_model_dir
-    from ragdock.settings import default_home
-    from server.process import free_port, start_gateway
+    from eval.perf.stack import running_stack
 
-    home = Path(os.environ.get("RAGDOCK_HOME") or default_home())
-    workdir = Path(tempfile.mkdtemp(prefix="ragdock-bench-"))
-    with ExitStack() as stack:
-        spec = EngineLaunchSpec(
-            model_dir=resolve_model_dir(DEFAULT_MODEL, home, step=console.print),
-            served_model_name=args.model,
-            log_file=workdir / "engine.log",
-            port=free_port(),
-            dtype_cache=home,
-        )
-        engine = stack.enter_context(EngineProcess(spec))
-        console.print("starting the engine...")
-        engine.wait_ready(600)
-        gateway = start_gateway(engine.url, workdir / "gateway.log", {"RAGDOCK_API_KEYS": ""})
-        stack.callback(gateway.stop)
-        measure(args, engine.url, gateway.url, gateway.proc.pid)
+    with running_stack(console) as stack:
+        measure(args, stack.engine_url, stack.gateway_url, stack.gateway_pid)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli import engine_spec
-from engine.launcher import EngineProcess
+from engine.launcher import EngineLaunchSpec, EngineProcess
 from eval.perf.machine import machine_line
 from eval.perf.stack import model_dir
 from ragdock.settings import Settings
@@ -78,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings.load(None, engine_port=free_port(), served_model_name="gemma")
-    spec = engine_spec(settings, model_dir(console))
+    spec = EngineLaunchSpec.from_settings(settings, model_dir(console))
     table = Table(title=f"engine CPU over {args.seconds:.0f} s (all engine processes)")
     for column in ("worker spin after a step", "window", "requests", "CPU s", "share of one core"):
         table.add_column(column, justify="right")

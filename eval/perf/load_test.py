@@ -297,15 +297,15 @@ def _restart_engine(
 def _start_stack(stack: ExitStack, keys: int, per_key_cap: int) -> tuple[str, list[str], object]:
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
-    from ragdock.settings import default_home
+    from ragdock.settings import Settings, default_home
     from server.process import free_port, start_gateway
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-load-")))
     home = default_home()
     model_dir = resolve_model_dir(DEFAULT_MODEL, home, step=console.print)
-    spec = EngineLaunchSpec(
-        model_dir=model_dir, served_model_name="gemma", log_file=workdir / "engine.log",
-        port=free_port(), dtype_cache=home,
+    spec = EngineLaunchSpec.from_settings(
+        Settings.load(None, served_model_name="gemma"), model_dir,
+        log_file=workdir / "engine.log", port=free_port(), dtype_cache=home,
     )  # fmt: skip
     engine = EngineProcess(spec)
     stack.callback(engine.stop)

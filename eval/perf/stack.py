@@ -7,13 +7,12 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from engine.cli import engine_spec
-from engine.launcher import EngineProcess
+from engine.launcher import EngineLaunchSpec, EngineProcess
 from engine.model_build import resolve_model_dir
 from ragdock.settings import Settings
 from server.process import free_port, start_gateway
@@ -55,8 +54,10 @@ def running_stack(
         return
     settings = Settings.load(None, engine_port=free_port())
     with ExitStack() as stack:
-        spec = engine_spec(settings, model_dir(console))
-        engine = stack.enter_context(EngineProcess(replace(spec, log_file=workdir / "engine.log")))
+        spec = EngineLaunchSpec.from_settings(
+            settings, model_dir(console), log_file=workdir / "engine.log"
+        )
+        engine = stack.enter_context(EngineProcess(spec))
         console.print(f"starting the engine ({workdir / 'engine.log'})...")
         engine.wait_ready(settings.engine_startup_timeout_s)
         gateway = start_gateway(

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from engine.launcher import EngineLaunchSpec, EngineProcess
+from ragdock.settings import Settings
 from tests.conftest import ALPHA_REPLY, WHO
 from tests.support import ADMIN_KEY_JSON, TEST_API_KEY, free_port, start_gateway
 
@@ -33,9 +34,9 @@ def resolver_engine(
     registry_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EngineProcess]:
-    spec = EngineLaunchSpec(
-        model_dir=model_dir,
-        served_model_name="gemma",
+    spec = EngineLaunchSpec.from_settings(
+        Settings.load(None, served_model_name="gemma"),
+        model_dir,
         log_file=tmp_path_factory.mktemp("resolver-engine") / "engine.log",
         port=free_port(),
         dtype_cache=ragdock_home,
