@@ -146,9 +146,13 @@ class EngineLaunchSpec:
             *self.extra_args,
         ]  # fmt: skip
 
+    def _flags_set_by_operator(self) -> set[str]:
+        return {a.split("=")[0] for a in self.extra_args}
+
     def structured_output_args(self) -> tuple[str, ...]:
-        named = {a.split("=")[0] for a in self.extra_args}
-        return () if "--structured-outputs-config" in named else STRUCTURED_OUTPUT_ARGS
+        if "--structured-outputs-config" in self._flags_set_by_operator():
+            return ()
+        return STRUCTURED_OUTPUT_ARGS
 
     def tool_args(self) -> tuple[str, ...]:
         if not self.tool_parser:
@@ -158,8 +162,7 @@ class EngineLaunchSpec:
     def kernel_args(self, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
         if not self.cpu_kernels or default_device() != "cpu":
             return ()
-        named = {a.split("=")[0] for a in self.extra_args}
-        if named & {"--compilation-config", "-cc", "--kernel-config", "-O"}:
+        if self._flags_set_by_operator() & {"--compilation-config", "-cc", "--kernel-config", "-O"}:
             return ()  # the operator chose these flags; theirs stand
         plugins = (os.environ if env is None else env).get("VLLM_PLUGINS")
         if plugins is not None and PLUGIN not in {p.strip() for p in plugins.split(",")}:

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eval.perf.machine import machine_line
+from eval.stats import nearest_rank
 
 console = Console(width=150)
 
@@ -107,11 +108,6 @@ async def run_load(
     )
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
-
-
 def _cpu_seconds(pid: int | None) -> float:
     if pid is None:  # an external gateway whose pid was not given
         return 0.0
@@ -172,7 +168,9 @@ def measure(
             )
             ratios.append(ratio)
             d_lat, g_lat = _flat(direct, "latencies"), _flat(through, "latencies")
-            ttft = _p(_flat(through, "ttfts"), 0.5) - _p(_flat(direct, "ttfts"), 0.5)
+            ttft = nearest_rank(_flat(through, "ttfts"), 0.5) - nearest_rank(
+                _flat(direct, "ttfts"), 0.5
+            )
             mode = "stream" if stream else "plain"
             table.add_row(
                 mode,
@@ -180,8 +178,8 @@ def measure(
                 f"{statistics.median(r.tokens_per_s for r in direct):.1f}",
                 f"{statistics.median(r.tokens_per_s for r in through):.1f}",
                 f"{ratio:.3f}",
-                f"{(_p(g_lat, 0.5) - _p(d_lat, 0.5)) * 1000:+.1f}",
-                f"{(_p(g_lat, 0.95) - _p(d_lat, 0.95)) * 1000:+.1f}",
+                f"{(nearest_rank(g_lat, 0.5) - nearest_rank(d_lat, 0.5)) * 1000:+.1f}",
+                f"{(nearest_rank(g_lat, 0.95) - nearest_rank(d_lat, 0.95)) * 1000:+.1f}",
                 f"{ttft * 1000:+.1f}" if stream else "-",
                 f"{cpu * 1000:.1f}" if gateway_pid else "?",
             )

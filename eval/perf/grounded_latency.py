@@ -39,6 +39,7 @@ from rich.table import Table
 
 from eval.perf.machine import Roofline, machine_line, measure_roofline
 from eval.perf.stack import Stack, model_dir, running_stack
+from eval.stats import nearest_rank
 from ragdock.settings import Settings
 from server.rag.grounding import grounded_conversation
 from server.rag.protocol import Source
@@ -180,11 +181,6 @@ async def batch(
     return samples, time.perf_counter() - started
 
 
-def _p(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 @dataclass
 class PathResult:
     samples: list[Sample]
@@ -195,7 +191,7 @@ class PathResult:
         return [s for s in self.samples if not s.abstained]
 
     def p50(self) -> float:
-        return _p([s.latency for s in self.samples], 0.5)
+        return nearest_rank([s.latency for s in self.samples], 0.5)
 
     def prefill_tokens_per_s(self) -> float:
         return statistics.median(s.prompt_tokens / s.ttft for s in self.answered)
@@ -288,9 +284,9 @@ def print_table(
                 path,
                 str(len(result.samples)),
                 f"{statistics.mean(s.prompt_tokens for s in result.samples):.0f}",
-                f"{_p([s.latency for s in result.samples], 0.5):.2f}",
-                f"{_p([s.latency for s in result.samples], 0.95):.2f}",
-                f"{_p([s.ttft for s in answered], 0.5):.2f}" if answered else "-",
+                f"{nearest_rank([s.latency for s in result.samples], 0.5):.2f}",
+                f"{nearest_rank([s.latency for s in result.samples], 0.95):.2f}",
+                f"{nearest_rank([s.ttft for s in answered], 0.5):.2f}" if answered else "-",
                 f"{prefill:.0f}" if concurrency == 1 else "-",
                 f"{prefill / roofline.prefill_tokens_per_s:.0%}"
                 if roofline and concurrency == 1 and answered

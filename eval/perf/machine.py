@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.validation import module_shapes_from_config
 from ragdock.compute_dtype import CpuIdentity
 
 # The flags that decide which kernels run (shown in headers; the rest of /proc/cpuinfo is noise).
@@ -54,38 +55,24 @@ def machine_line(dtype: str | None = None, threads: int | None = None) -> str:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes of a decoder-only transformer that set its linear-layer work."""
+    """A decoder's linear layers (in, out) per block, and its number of blocks."""
 
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
+    layer_shapes: tuple[tuple[int, int], ...]
     layers: int
 
     @classmethod
     def from_config(cls, model_dir: Path) -> ModelShape:
+        """Read from config.json, with the shapes the adapter validator checks LoRA against."""
         config = json.loads((model_dir / "config.json").read_text())
-        config = config.get("text_config", config)  # multimodal checkpoints nest it
-        heads = int(config["num_attention_heads"])
-        hidden = int(config["hidden_size"])
-        return cls(
-            hidden=hidden,
-            intermediate=int(config["intermediate_size"]),
-            heads=heads,
-            kv_heads=int(config.get("num_key_value_heads", heads)),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            layers=int(config["num_hidden_layers"]),
-        )
+        shapes = module_shapes_from_config(config)
+        if shapes is None:
+            raise ValueError(f"{model_dir / 'config.json'} does not describe a Gemma/Llama decoder")
+        layers = int((config.get("text_config") or config)["num_hidden_layers"])
+        return cls(tuple(shapes.values()), layers)
 
     def linear_shapes(self) -> list[tuple[int, int]]:
         """(in, out) of one block's linear layers: q, k, v, o, gate, up, down."""
-        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return [
-            (self.hidden, q), (self.hidden, kv), (self.hidden, kv), (q, self.hidden),
-            (self.hidden, self.intermediate), (self.hidden, self.intermediate),
-            (self.intermediate, self.hidden),
-        ]  # fmt: skip
+        return list(self.layer_shapes)
 
     @property
     def params(self) -> int:
