@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from server.errors import GatewayError
+from server.recent_activity import RecentActivity
 
 # Buckets sized for LLM latencies on CPU and GPU: tens of milliseconds to minutes.
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -96,6 +97,8 @@ class GatewayMetrics:
             "Calibrated probability that the sources answer the question (calibrated models).",
             ["collection", "model"], buckets=tuple(i / 10 for i in range(1, 10)), registry=r,
         )  # fmt: skip
+        # The last minute per tenant, for /v1/status (Prometheus series carry no tenant).
+        self.recent = RecentActivity()
 
     def key_label(self, name: str | None) -> str:
         """The `key` label value for a key's name."""
@@ -113,21 +116,32 @@ class RequestMeter:
     way out records `status` as set (500 until the engine's answer says otherwise).
     """
 
-    def __init__(self, metrics: GatewayMetrics, route: str, model: str, started: float) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        route: str,
+        model: str,
+        started: float,
+        *,
+        tenant: str = "default",
+    ) -> None:
         """
         Args:
             metrics: the gateway's metrics.
             route: `chat` or `completions`.
             model: the engine's name for the model (base or adapter version).
             started: `time.perf_counter()` when the request arrived.
+            tenant: the caller's tenant, whose recent activity the request counts in.
         """
         self.status = 500
         self._metrics = metrics
         self._route = route
         self._model = model
         self._started = started
+        self._tenant = tenant
         self._first_seen = False
         metrics.in_flight.labels(route, model).inc()
+        metrics.recent.started(tenant)
 
     def __enter__(self) -> RequestMeter:
         return self
@@ -154,3 +168,5 @@ class RequestMeter:
         elapsed = time.perf_counter() - self._started
         self._metrics.latency.labels(self._route, self._model).observe(elapsed)
         self._metrics.in_flight.labels(self._route, self._model).dec()
+        self._metrics.recent.ended(self._tenant)
+        self._metrics.recent.request(self._tenant, elapsed, self.status)

@@ -59,9 +59,13 @@ class CompletionService:
 
     async def chat(self, request: ChatCompletionRequest, principal: Principal) -> Response:
         self._guard.check(request, principal)
+        started = time.perf_counter()
         grounded = await self._grounding.prepare(request, principal)
         if isinstance(grounded, Response):
-            return grounded  # the abstention: retrieval found nothing to answer from
+            # The abstention: retrieval found nothing to answer from (counted as a request).
+            elapsed = time.perf_counter() - started
+            self._metrics.recent.request(principal.tenant, elapsed, 200)
+            return grounded
         return await self._forward("chat", CHAT_PATH, request, principal, grounded)
 
     async def complete(self, request: CompletionRequest, principal: Principal) -> Response:
@@ -77,12 +81,14 @@ class CompletionService:
         grounded: GroundedChat | None,
     ) -> Response:
         started = time.perf_counter()
-        model = await self._resolve(route, request.model, principal)
+        model = await self._resolve(route, request.model, principal, started)
         # The meter and the lease are held until the answer is out: for a stream, they are
         # handed to it and released when it ends.
         async with AsyncExitStack() as held:
             meter = held.enter_context(
-                RequestMeter(self._metrics, route, model.engine_name, started)
+                RequestMeter(
+                    self._metrics, route, model.engine_name, started, tenant=principal.tenant
+                )
             )
             lease = await held.enter_async_context(self._loras.lease(model))
             keep_usage = request.client_wants_usage
@@ -114,9 +120,13 @@ class CompletionService:
                 events = opened.blocks()
             return client_stream_response(events, held.pop_all())
 
-    async def _resolve(self, route: str, name: str, principal: Principal) -> ResolvedModel:
+    async def _resolve(
+        self, route: str, name: str, principal: Principal, started: float
+    ) -> ResolvedModel:
         try:
             return await self._catalog.resolve(name, self._engine, viewer=viewer_of(principal))
         except GatewayError as exc:
             self._metrics.requests.labels(route, "_unknown", str(exc.status_code)).inc()
+            elapsed = time.perf_counter() - started
+            self._metrics.recent.request(principal.tenant, elapsed, exc.status_code)
             raise

@@ -198,3 +198,4 @@ class AnswerJudge:
 
     def _count(self, turn: GroundedTurn, verdict: Grounding) -> None:
         self._metrics.rag_answers.labels(turn.collection, verdict.status, verdict.reason).inc()
+        self._metrics.recent.outcome(turn.tenant, verdict.status, verdict.reason)

@@ -114,9 +114,10 @@ class GroundingStep:
             self._metrics.retrieval_top_score.labels(options.collection).observe(outcome.top_score)
         if not outcome.passed_gate:
             # Nothing supports an answer: say so without spending the engine's time.
-            return self._abstain(request, options.collection, outcome)
+            return self._abstain(request, principal.tenant, options.collection, outcome)
         abstention = self._judge.abstention_message
         turn = GroundedTurn(
+            tenant=principal.tenant,
             collection=options.collection,
             outcome=outcome,
             messages=grounded_conversation(messages, outcome.sources, abstention),
@@ -130,7 +131,11 @@ class GroundingStep:
         return GroundedChat(turn, self._judge)
 
     def _abstain(
-        self, request: ChatCompletionRequest, collection: str, outcome: RetrievalOutcome
+        self,
+        request: ChatCompletionRequest,
+        tenant: str,
+        collection: str,
+        outcome: RetrievalOutcome,
     ) -> Response:
         grounding = Grounding(
             status="abstained",
@@ -140,6 +145,7 @@ class GroundingStep:
             support=None,
         )
         self._metrics.rag_answers.labels(collection, "abstained", "retrieval_gate").inc()
+        self._metrics.recent.outcome(tenant, "abstained", "retrieval_gate")
         self._metrics.requests.labels("chat", "_abstained", "200").inc()
         message = self._judge.abstention_message
         if request.stream:

@@ -14,8 +14,10 @@ from server.rag.service import RetrievalOutcome
 class GroundedTurn:
     """`min_answerability`: the request's or collection's threshold on the calibrated score
     (None: the adapter's own calibrated threshold). `min_support`: see `post_check`.
-    `client_logprobs`: the client asked for logprobs (the gateway asks for them regardless)."""
+    `client_logprobs`: the client asked for logprobs (the gateway asks for them regardless).
+    `tenant`: the caller's, whose recent activity the verdict counts in."""
 
+    tenant: str
     collection: str
     outcome: RetrievalOutcome
     messages: list[dict[str, Any]]
