@@ -15,7 +15,7 @@ from adapters.validation import AdapterLimits
 from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.settings import Settings
 from retrieval.service import Retriever
-from server import health
+from server import health, status_api
 from server.access import AccessControl
 from server.adapter_loading import AdapterLoader, ResolverLoader, RuntimeApiLoader
 from server.adapters_api import router as adapters_router
@@ -178,6 +178,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.state.catalog = catalog
     app.state.keyring = KeyRing(settings.api_keys)
     app.state.metrics = metrics
+    app.state.loras = loras
     judge = AnswerJudge(engine_client, catalog, metrics, settings.abstention_message)
     app.state.completion_service = CompletionService(
         engine_client,
@@ -207,6 +208,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.add_middleware(AccessControl, keyring=app.state.keyring)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(status_api.router)
     app.include_router(openai_router.router)
     app.include_router(adapters_router.router)
     app.include_router(documents_router.router)

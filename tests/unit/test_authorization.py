@@ -30,6 +30,8 @@ ROUTE_SCOPES = {
     ("POST", "/v1/completions"): "chat",
     ("GET", "/v1/models"): "chat",
     ("GET", "/v1/models/{model:path}"): "chat",
+    ("GET", "/v1/me"): "chat",
+    ("GET", "/v1/status"): "chat",
     ("POST", "/v1/retrieve"): "chat",
     ("POST", "/v1/embeddings"): "chat",
     ("POST", "/v1/collections"): "ingest",
