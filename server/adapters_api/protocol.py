@@ -31,6 +31,12 @@ class AdapterVersionOut(BaseModel):
     record: dict[str, Any]
     manifest: dict[str, Any] | None = None
     eval_report: dict[str, Any] | None = None
+    training_history: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="The training run's loss curve from its metrics.jsonl: records of `step` "
+        "with `loss` and/or `eval_loss`, every eval point and at most 400 train points (null "
+        "when the version has no metrics.jsonl).",
+    )
 
 
 class AdapterOut(BaseModel):

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from adapters.errors import AdapterConflictError, AdapterNotFoundError, AdapterValidationError
 from adapters.names import check_alias
 from adapters.registry import AdapterRegistry, AdapterVersion, gate_verdict
+from adapters.training_history import read_training_history
 from server.adapters_api.protocol import AdapterOut, AdapterVersionOut, AliasOut
 from server.auth import PLATFORM, Principal, viewer_of
 from server.errors import PermissionDeniedError
@@ -166,4 +167,5 @@ class AdapterService:
             record=version.record,
             manifest=self.registry.manifest(version),
             eval_report=self.registry.eval_report(version),
+            training_history=read_training_history(version.path),
         )

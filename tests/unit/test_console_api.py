@@ -1,6 +1,6 @@
 """What the web console reads, through the real app over a scripted engine: `/v1/me` (the key's
 granted scopes), `/v1/status` (engine state, the caller's loaded adapters, the last minute of its
-own tenant's traffic; everyone's for a platform key)."""
+own tenant's traffic; everyone's for a platform key), and an adapter version's training history."""
 
 from __future__ import annotations
 
@@ -161,6 +161,28 @@ def test_status_says_the_engine_is_not_ready_when_its_health_check_fails(
         engine.healthy = True
     assert reply.status_code == 200  # the console shows the state; /readyz answers 503
     assert reply.json()["engine"] == {"ready": False}
+
+
+def test_an_adapter_version_shows_its_training_history(app: FastAPI, tmp_path: Path) -> None:
+    adapter = make_adapter(tmp_path / "run")
+    lines = [json.dumps({"step": s, "epoch": 0.1, "loss": 3.0 - s / 1000, "lr": 1e-4})
+             for s in range(1, 1001)]  # fmt: skip
+    lines.insert(500, json.dumps({"step": 500, "eval_loss": 2.5, "best_eval_loss": 2.5}))
+    lines.append("not json")
+    (adapter / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(adapter.iterdir())]
+    caller = client(app, "acme-admin")
+    pushed = caller.post("/v1/adapters/upload", files=files, data={"name": "curve"})
+    assert pushed.status_code == 201, pushed.text
+
+    history = caller.get("/v1/adapters/curve/v1").json()["training_history"]
+    train = [p for p in history if "loss" in p]
+    assert len(train) == 400 and train[0] == {"step": 1, "loss": 2.999}
+    assert train[-1] == {"step": 1000, "loss": 2.0}
+    assert {"step": 500, "eval_loss": 2.5} in history
+    bare = [f for f in files if f[1][0] != "metrics.jsonl"]
+    pushed = caller.post("/v1/adapters/upload", files=bare, data={"name": "no-curve"})
+    assert pushed.status_code == 201 and pushed.json()["training_history"] is None
 
 
 def _recent(app: FastAPI) -> RecentActivity:
