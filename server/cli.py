@@ -168,7 +168,8 @@ def _announce(
             f"[bold]ragdock gateway[/] listening on [cyan]{base}[/] "
             f"(OpenAI API under {base}/v1, engine {settings.engine_base_url()})\n\n"
             f"[bold]curl[/]\n{curl}\n\n[bold]Python (openai)[/]\n{python}\n\n"
-            "Ctrl-C stops everything.",
+            + (f"[bold]Web console[/] {base}/console/\n\n" if settings.console else "")
+            + "Ctrl-C stops everything.",
             title="ready",
             expand=False,
         )
