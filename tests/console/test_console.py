@@ -21,10 +21,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from engine.launcher import EngineProcess
 from server.cli import COVERED_QUESTION, UNCOVERED_QUESTION
 from tests.console.browser import Console, headless_chromium
 from tests.e2e.test_eval_gate import push_adapter, ragdock_eval, ref, train, write_jsonl
-from tests.support import CHAT_ONLY_KEY, TEST_API_KEY, GatewayProcess
+from tests.support import CHAT_ONLY_KEY, TEST_API_KEY, GatewayProcess, start_gateway
 from tests.training.test_raft import synthetic_squad
 from training.raft import RaftOptions, build_raft
 
@@ -131,7 +132,7 @@ def test_a_covered_question_is_answered_with_its_cited_source(
     assert "8000" in answer and "[1]" in answer, answer
     first = console.all("#chat-source-list > li summary")[0]
     assert first.text.startswith("[1] ") and "gateway" in first.text.lower(), first.text
-    first.click()  # the source's text, expanded under the answer
+    console.find("#chat-answer button.cite").click()  # the answer's [1] opens source 1
     assert "8000" in console.all("#chat-source-list > li pre")[0].text
     curl = console.find("#chat-curl").text
     assert stack["failed_model"] in curl and '"collection": "console-demo"' in curl
@@ -297,3 +298,28 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(
     ]
     ActionChains(console.driver).send_keys(Keys.TAB).perform()
     assert console.driver.switch_to.active_element.get_attribute("id") == "chat-model"
+
+
+def test_without_keys_the_console_is_the_anonymous_loopback_caller(
+    console: Console, engine: EngineProcess, tmp_path: Path
+) -> None:
+    # What `ragdock up` serves: no keys, loopback only; chat and documents, no administration.
+    keyless = start_gateway(engine.url, tmp_path / "keyless.log", {"RAGDOCK_API_KEYS": ""})
+    signed_in_gateway = console.base_url
+    try:
+        console.base_url = keyless.url
+        console.open("documents")
+        assert "no API keys configured" in console.find("#who").text
+        assert not console.all("#api-key")  # nothing to sign in with
+        assert not console.find("#nav a[data-page=adapters]").is_displayed()
+        console.find("#new-collection").send_keys("keyless-notes")
+        console.button("Create").click()
+        console.wait_text("#documents h2", "Documents in keyless-notes")
+        console.open("adapters")
+        assert "set RAGDOCK_API_KEYS" in console.find("main").text
+        console.open("chat")
+        models = [o.text for o in console.all("#chat-model option")]
+        assert models == ["gemma"]
+    finally:
+        console.base_url = signed_in_gateway
+        keyless.stop()

@@ -19,6 +19,8 @@ export async function render(main, session) {
   const maxTokens = h("input", { id: "chat-max-tokens", type: "number", min: 1, max: 4096, value: DEFAULT_MAX_TOKENS });
   const question = h("textarea", { id: "chat-question", required: true, rows: 3 });
   const send = h("button", { type: "submit", id: "chat-send" }, "Ask");
+  const stop = h("button", { type: "button", id: "chat-stop", class: "secondary", disabled: true,
+    onclick: () => { if (controller) controller.abort(); } }, "Stop");
   const output = h("section", { id: "chat-output", "aria-label": "Answer" });
   const code = h("section", { id: "chat-code", "aria-label": "The request as code" });
 
@@ -31,7 +33,7 @@ export async function render(main, session) {
       h("label", { for: "chat-mode" }, "Search", mode),
       h("label", { for: "chat-max-tokens" }, "Max tokens", maxTokens)),
     h("label", { for: "chat-question" }, "Question", question),
-    h("div", { class: "toolbar" }, send));
+    h("div", { class: "toolbar" }, send, stop));
   // Enter sends, Shift+Enter is a new line (as chat boxes do).
   question.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
@@ -48,10 +50,12 @@ export async function render(main, session) {
     renderCode(code, body);
     controller = new AbortController();
     send.disabled = true;
+    stop.disabled = false;
     try {
       await ask(output, body, controller.signal);
     } finally {
       send.disabled = false;
+      stop.disabled = true;
       controller = null;
     }
   });
@@ -80,12 +84,16 @@ async function ask(output, body, signal) {
       }
     }, signal);
   } catch (err) {
-    if (err.name === "AbortError") return;
+    if (err.name === "AbortError") {
+      output.append(h("p", { class: "muted", role: "status" }, "Stopped: the gateway cancels the engine's work."));
+      return;
+    }
     output.append(errorBox(err));
     announce(`Request failed: ${err.message}`);
     return;
   }
   if (grounding) renderVerdict(verdict, grounding);
+  linkCitations(answer, sources);
   announce(`Answer complete${grounding ? `: ${grounding.status}` : ""}. ${answer.textContent}`);
 }
 
@@ -112,6 +120,20 @@ function renderVerdict(el, g) {
       ["answer words in cited sources", support.overlap],
       ["support check", support.supported === undefined ? undefined : (support.supported ? "supported" : "NOT supported")],
     ]));
+}
+
+// Once the answer is complete, each [n] in it becomes a button that opens source n below.
+function linkCitations(answer, sources) {
+  const text = answer.textContent;
+  if (!/\[\d+\]/.test(text)) return;
+  clear(answer);
+  for (const part of text.split(/(\[\d+\])/)) {
+    const cited = /^\[(\d+)\]$/.exec(part);
+    const target = cited && sources.querySelector(`li[value="${cited[1]}"] details`);
+    if (!target) { answer.append(part); continue; }
+    answer.append(h("button", { type: "button", class: "cite", "aria-label": `Show source ${cited[1]}`,
+      onclick: () => { target.open = true; target.querySelector("summary").focus(); } }, part));
+  }
 }
 
 function renderSources(el, sources) {
