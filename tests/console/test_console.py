@@ -110,6 +110,14 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return (REPO / wanted) if wanted else tmp_path_factory.mktemp("screenshots")
 
 
+DROP_FILE_JS = """
+  const files = new DataTransfer();
+  files.items.add(new File([arguments[0]], arguments[1], {type: "text/markdown"}));
+  document.getElementById("dropzone").dispatchEvent(
+    new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
+"""
+
+
 def ask(console: Console, model: str, question: str) -> None:
     console.open("chat")
     Select(console.find("#chat-model")).select_by_value(model)
@@ -166,6 +174,11 @@ def test_an_uploaded_markdown_file_is_found_by_search(
     console.find("#upload-files").send_keys(str(note))
     console.wait_text("#upload-status", "1 added")
     console.wait_text("#document-list table", "zephyr-relay")
+    # Dropped on the drop zone, as a file dragged from the desktop arrives (a DataTransfer).
+    console.driver.execute_script(
+        DROP_FILE_JS, "# Dropped note\n\nIt came by drag and drop.", "dropped-note.md"
+    )
+    console.wait_text("#document-list table", "dropped-note")
     query = console.find("#search-query")
     query.send_keys("How often is the Zephyr relay serviced?")
     query.submit()
