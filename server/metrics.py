@@ -100,6 +100,20 @@ class GatewayMetrics:
         # The last minute per tenant, for /v1/status (Prometheus series carry no tenant).
         self.recent = RecentActivity()
 
+    def grounded_outcome(self, collection: str, tenant: str, status: str, reason: str) -> None:
+        """A grounded chat answered or abstained: the Prometheus counter and the tenant's last
+        minute, in one place so the two never disagree."""
+        self.rag_answers.labels(collection, status, reason).inc()
+        self.recent.outcome(tenant, status, reason)
+
+    def request_without_engine(
+        self, route: str, label: str, status: int, tenant: str, elapsed_s: float
+    ) -> None:
+        """A request answered before any engine call (`label` stands for the model: `_abstained`,
+        `_unknown`), which no `RequestMeter` covers."""
+        self.requests.labels(route, label, str(status)).inc()
+        self.recent.request(tenant, elapsed_s, status)
+
     def key_label(self, name: str | None) -> str:
         """The `key` label value for a key's name."""
         return name if self._key_labels and name else "-"

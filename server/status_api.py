@@ -10,6 +10,7 @@ platform key sees all of them.
 from __future__ import annotations
 
 import socket
+from dataclasses import asdict
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -88,17 +89,7 @@ async def status(principal: Chat, request: Request) -> StatusOut:
         adapters_loaded=adapters,
         in_flight=recent.in_flight(viewer),
         window_s=round(recent.window_s),
-        last_minute=LastMinute(
-            requests=summary.requests,
-            errors=summary.errors,
-            latency_p50_s=summary.latency_p50_s,
-            latency_p95_s=summary.latency_p95_s,
-            grounded=summary.grounded,
-            answered=summary.answered,
-            abstained=summary.abstained,
-            abstention_rate=summary.abstention_rate,
-            abstentions_by_reason=summary.abstentions_by_reason,
-        ),
+        last_minute=LastMinute(**asdict(summary), abstention_rate=summary.abstention_rate),
     )
 
 

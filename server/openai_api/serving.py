@@ -62,9 +62,11 @@ class CompletionService:
         started = time.perf_counter()
         grounded = await self._grounding.prepare(request, principal)
         if isinstance(grounded, Response):
-            # The abstention: retrieval found nothing to answer from (counted as a request).
+            # The abstention: retrieval found nothing to answer from; no engine call to meter.
             elapsed = time.perf_counter() - started
-            self._metrics.recent.request(principal.tenant, elapsed, 200)
+            self._metrics.request_without_engine(
+                "chat", "_abstained", 200, principal.tenant, elapsed
+            )
             return grounded
         return await self._forward("chat", CHAT_PATH, request, principal, grounded)
 
@@ -126,7 +128,8 @@ class CompletionService:
         try:
             return await self._catalog.resolve(name, self._engine, viewer=viewer_of(principal))
         except GatewayError as exc:
-            self._metrics.requests.labels(route, "_unknown", str(exc.status_code)).inc()
             elapsed = time.perf_counter() - started
-            self._metrics.recent.request(principal.tenant, elapsed, exc.status_code)
+            self._metrics.request_without_engine(
+                route, "_unknown", exc.status_code, principal.tenant, elapsed
+            )
             raise

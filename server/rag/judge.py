@@ -197,5 +197,4 @@ class AnswerJudge:
         return sorted(ids)
 
     def _count(self, turn: GroundedTurn, verdict: Grounding) -> None:
-        self._metrics.rag_answers.labels(turn.collection, verdict.status, verdict.reason).inc()
-        self._metrics.recent.outcome(turn.tenant, verdict.status, verdict.reason)
+        self._metrics.grounded_outcome(turn.collection, turn.tenant, verdict.status, verdict.reason)

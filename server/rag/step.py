@@ -144,9 +144,7 @@ class GroundingStep:
             threshold=outcome.threshold,
             support=None,
         )
-        self._metrics.rag_answers.labels(collection, "abstained", "retrieval_gate").inc()
-        self._metrics.recent.outcome(tenant, "abstained", "retrieval_gate")
-        self._metrics.requests.labels("chat", "_abstained", "200").inc()
+        self._metrics.grounded_outcome(collection, tenant, "abstained", "retrieval_gate")
         message = self._judge.abstention_message
         if request.stream:
             usage = bool(request.stream_options and request.stream_options.include_usage)

@@ -24,7 +24,14 @@ from selenium.webdriver.support.ui import Select
 from engine.launcher import EngineProcess
 from server.cli import COVERED_QUESTION, UNCOVERED_QUESTION
 from tests.console.browser import Console, headless_chromium
-from tests.e2e.test_eval_gate import push_adapter, ragdock_eval, ref, train, write_jsonl
+from tests.e2e.test_eval_gate import (
+    admin_client,
+    push_adapter,
+    ragdock_eval,
+    ref,
+    train,
+    write_jsonl,
+)
 from tests.support import CHAT_ONLY_KEY, TEST_API_KEY, GatewayProcess, start_gateway
 from tests.training.test_raft import synthetic_squad
 from training.raft import RaftOptions, build_raft
@@ -37,16 +44,10 @@ FAILED = "console-grounded"  # the shipped demo adapter: its gate failed
 PASSING = "console-answering"
 
 
-def admin_http(gateway: GatewayProcess) -> httpx.Client:
-    return httpx.Client(
-        base_url=gateway.api_base, timeout=600, headers={"Authorization": f"Bearer {TEST_API_KEY}"}
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(gateway: GatewayProcess) -> dict[str, str]:
     """The demo documents in a collection and the shipped adapter registered, through the API."""
-    admin = admin_http(gateway)
+    admin = admin_client(gateway)
     assert admin.post("/collections", json={"name": COLLECTION}).status_code in (201, 409)
     docs = sorted((REPO / "ragdock/demo_docs").glob("*.md"))
     files = [("files", (p.name, p.read_bytes(), "text/markdown")) for p in docs]
@@ -70,7 +71,7 @@ def passing_adapter(
     rows = [json.loads(line) for line in (raft / "train.jsonl").read_text().splitlines()]
     data = write_jsonl(root / "train.jsonl", rows)
     adapter = train(data, raft / "holdout.jsonl", root / "adapter", steps=6, lr=5e-4)
-    model = push_adapter(admin_http(gateway), adapter, PASSING)
+    model = push_adapter(admin_client(gateway), adapter, PASSING)
     general = [json.loads(x) for x in (REPO / "eval/data/general_text.jsonl").open()][:4]
     qa = [json.loads(x) for x in (REPO / "eval/data/general_qa.jsonl").open()][:6]
     suite = {
@@ -204,13 +205,13 @@ def test_promoting_an_adapter_whose_gate_failed_is_refused_with_the_failing_rule
     console.find("#promote-button").click()
     refusal = console.wait_text("#promote-result [role=alert]", "cannot be promoted")
     assert "grounding.false_abstention <= 0.33" in console.find("#failing-rules").text
-    api = admin_http(gateway).post(
+    api = admin_client(gateway).post(
         f"/adapters/{FAILED}/{stack['failed_version']}/promote", json={"alias": "prod"}
     )
     assert api.status_code == 409
     error = api.json()["error"]
     assert refusal.text == f"{error['message']} ({error['code']})"  # exactly as the API says
-    assert "prod" not in admin_http(gateway).get(f"/adapters/{FAILED}").json()["aliases"]
+    assert "prod" not in admin_client(gateway).get(f"/adapters/{FAILED}").json()["aliases"]
     console.screenshot(shots / "console-adapter-refused.png")
 
 
@@ -234,7 +235,7 @@ def test_promoting_an_adapter_that_passed_moves_v1_models(
 def test_the_health_page_shows_the_engine_and_the_last_minute(
     console: Console, stack: dict[str, str], gateway: GatewayProcess, shots: Path
 ) -> None:
-    asked = admin_http(gateway).post(
+    asked = admin_client(gateway).post(
         "/chat/completions",
         json={
             "model": "gemma",
