@@ -83,10 +83,10 @@ def register() -> None:
 
     if not current_platform.is_cpu():
         return
-    try:
-        import vllm._C  # noqa: F401  (loads the CPU build's torch.ops._C)
-    except ImportError:
-        return
+    # The platform loads the kernel build this CPU can run (`_C` needs AVX512_BF16, `_C_AVX512`
+    # AVX-512, `_C_AVX2` AVX2; each registers torch.ops._C). Importing `vllm._C` directly dies
+    # with SIGILL on an AVX2-only CPU.
+    current_platform.import_kernels()
     if not hasattr(torch.ops._C, "rms_norm") or PROVIDER in ir.ops.rms_norm.impls:
         return
     ir.ops.rms_norm.register_impl(PROVIDER, supports_args=_rms_norm_fits)(rms_norm)
