@@ -22,6 +22,7 @@ imported on open, one adapter name at a time, the files left as they were.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -44,6 +45,9 @@ from adapters.errors import (
 )
 from adapters.names import check_alias, check_name, check_version
 from adapters.validation import AdapterInfo, AdapterLimits, validate_adapter_dir
+from ragdock.contracts.adapter_manifest import AdapterManifest, read_adapter_manifest
+from ragdock.contracts.base import ContractError
+from ragdock.contracts.eval_report import EvalReport, parse_eval_report
 from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.controlplane.schema import (
     adapter_aliases,
@@ -52,7 +56,8 @@ from ragdock.controlplane.schema import (
     audit_log,
 )
 
-MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+
 EVAL_REPORT = "eval_report.json"
 RECORD = "registry.json"
 RESOLVER_DIR = ".resolver"
@@ -159,10 +164,17 @@ class AdapterRegistry:
             alias = _aliases(conn, check_name(name)).get(selector)
             return self._get(conn, name, alias["version"] if alias else selector)
 
-    def manifest(self, version: AdapterVersion) -> dict[str, Any] | None:
-        return _read_json(version.path / MANIFEST)
+    def manifest(self, version: AdapterVersion) -> AdapterManifest | None:
+        """The version's training manifest (migrated to the current shape); None when it was
+        trained elsewhere, or when its stored manifest is not one this version reads (logged:
+        it was pushed before manifests were checked, and the version still serves)."""
+        try:
+            return read_adapter_manifest(version.path)
+        except ContractError as exc:
+            log.warning("%s: served without its manifest", exc)
+            return None
 
-    def eval_report(self, version: AdapterVersion) -> dict[str, Any] | None:
+    def eval_report(self, version: AdapterVersion) -> EvalReport | None:
         with self.control.read() as conn:
             raw = conn.execute(
                 select(adapter_versions.c.eval_report).where(
@@ -170,7 +182,7 @@ class AdapterRegistry:
                     adapter_versions.c.version == version.version,
                 )
             ).scalar_one_or_none()
-        return json.loads(raw) if raw else None
+        return _stored_report(raw, version.ref)
 
     def audit_entries(self, name: str | None = None) -> list[dict[str, Any]]:
         query = select(audit_log).order_by(audit_log.c.id)
@@ -205,8 +217,8 @@ class AdapterRegistry:
         if version is not None:
             check_version(version)
         info = validate_adapter_dir(source, self.limits)
-        check_base_model(info.config, _read_json(source / MANIFEST), self.base)
-        report = _read_json(source / EVAL_REPORT)
+        check_base_model(info.config, _checked_manifest(source), self.base)
+        report = _checked_report(_read_json(source / EVAL_REPORT), source / EVAL_REPORT)
         record = _record(info, actor)
         if not (self.root / name).is_dir():
             (self.root / name).mkdir(exist_ok=True)
@@ -240,8 +252,7 @@ class AdapterRegistry:
                 conn.execute(adapter_versions.insert().values(
                     name=name, version=label, number=_label_number(label),
                     record=json.dumps(record), pushed_at=record["pushed_at"], deleted_at=None,
-                    eval_report=json.dumps(report) if report is not None else None,
-                    gate_passed=_gate_flag(report),
+                    eval_report=_report_json(report), gate_passed=_gate_flag(report),
                 ))  # fmt: skip
                 self._audit(conn, actor, "push", name, version=label, detail={"rank": info.rank})
                 self.fault("recorded")
@@ -251,16 +262,18 @@ class AdapterRegistry:
         return self.get(name, label)
 
     def attach_eval_report(
-        self, name: str, version: str, report: dict[str, Any], *, actor: str
+        self, name: str, version: str, report: dict[str, Any] | EvalReport, *, actor: str
     ) -> None:
+        """Raises AdapterValidationError: `report` is not an eval report (the field named)."""
+        checked = _checked_report(report, f"the eval report for {name}@{version}")
         with self._transaction(name) as conn:
             self._get(conn, name, version)
             conn.execute(
                 update(adapter_versions)
                 .where(adapter_versions.c.name == name, adapter_versions.c.version == version)
-                .values(eval_report=json.dumps(report), gate_passed=_gate_flag(report))
+                .values(eval_report=_report_json(checked), gate_passed=_gate_flag(checked))
             )
-            passed = bool((report.get("gate") or {}).get("passed"))
+            passed = gate_verdict(checked)[0]
             self._audit(
                 conn, actor, "eval_report", name, version=version, detail={"gate_passed": passed}
             )
@@ -283,7 +296,7 @@ class AdapterRegistry:
                     adapter_versions.c.name == name, adapter_versions.c.version == version
                 )
             ).scalar_one()
-            passed, why = gate_verdict(json.loads(raw) if raw else None)
+            passed, why = gate_verdict(_stored_report(raw, f"{name}@{version}"))
             if not passed and not force:
                 raise PromotionRefusedError(
                     f"{name}@{version} cannot be promoted to {alias}: {why}. Run `ragdock eval` "
@@ -464,11 +477,15 @@ class AdapterRegistry:
                 return
             for path in versions:
                 record = _read_json(path / RECORD) or {}
-                report = _read_json(path / EVAL_REPORT)
+                try:
+                    report = _checked_report(_read_json(path / EVAL_REPORT), path / EVAL_REPORT)
+                except AdapterValidationError as exc:  # kept importable; it cannot promote
+                    log.warning("%s: imported without its eval report", exc)
+                    report = None
                 conn.execute(adapter_versions.insert().values(
                     name=name, version=path.name, number=_label_number(path.name),
                     record=json.dumps(record), pushed_at=float(record.get("pushed_at", 0.0)),
-                    deleted_at=None, eval_report=json.dumps(report) if report else None,
+                    deleted_at=None, eval_report=_report_json(report),
                     gate_passed=_gate_flag(report),
                 ))  # fmt: skip
             aliases = _read_json(self.root / name / ALIASES) or {}
@@ -488,21 +505,53 @@ def _usable(ownership: tuple[str, str] | None, viewer: str) -> bool:
     return ownership is None or ownership[1] == "shared" or ownership[0] == viewer
 
 
-def gate_verdict(report: dict[str, Any] | None) -> tuple[bool, str]:
+def gate_verdict(report: EvalReport | None) -> tuple[bool, str]:
     """Whether an eval report's gate passed, and a short reason."""
     if report is None:
         return False, "it has no eval report"
-    gate = report.get("gate")
-    if not isinstance(gate, dict) or "passed" not in gate:
+    if report.gate is None:
         return False, "its eval report has no gate verdict"
-    if gate["passed"] is True:
+    if report.gate.passed:
         return True, "gate passed"
-    failed = [v.get("rule", "?") for v in gate.get("verdicts", []) if not v.get("passed")]
-    return False, f"its gate failed ({', '.join(failed) or 'see the report'})"
+    return False, f"its gate failed ({', '.join(report.gate.failed_rules()) or 'see the report'})"
 
 
-def _gate_flag(report: dict[str, Any] | None) -> int | None:
+def _gate_flag(report: EvalReport | None) -> int | None:
     return None if report is None else int(gate_verdict(report)[0])
+
+
+def _checked_manifest(source: Path) -> AdapterManifest | None:
+    try:
+        return read_adapter_manifest(source)
+    except ContractError as exc:
+        raise AdapterValidationError(str(exc), param="manifest") from None
+
+
+def _checked_report(
+    report: dict[str, Any] | EvalReport | None, source: object
+) -> EvalReport | None:
+    if report is None or isinstance(report, EvalReport):
+        return report
+    try:
+        return parse_eval_report(report, source=str(source))
+    except ContractError as exc:
+        raise AdapterValidationError(str(exc), param="eval_report") from None
+
+
+def _report_json(report: EvalReport | None) -> str | None:
+    return None if report is None else json.dumps(report.as_json())
+
+
+def _stored_report(raw: str | None, ref: str) -> EvalReport | None:
+    """A report as stored; one stored before reports were checked that this version cannot read
+    counts as none (logged), so it cannot promote."""
+    if not raw:
+        return None
+    try:
+        return parse_eval_report(json.loads(raw), source=f"the stored eval report of {ref}")
+    except (ContractError, ValueError) as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def _row(conn: Connection, name: str, version: str, *, live: bool = False) -> str | None:

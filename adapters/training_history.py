@@ -11,15 +11,15 @@ defensively: at most its first `MAX_BYTES`, and a line that is not such a record
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
-METRICS_LOG = "metrics.jsonl"
+from pydantic import ValidationError
+
+from ragdock.contracts.training_history import METRICS_LOG, HistoryPoint
+
 MAX_BYTES = 4 * 2**20
 MAX_TRAIN_POINTS = 400
-
-HistoryPoint = dict[str, int | float]
 
 
 def read_training_history(
@@ -54,27 +54,22 @@ def _point(line: bytes) -> HistoryPoint | None:
         return None
     if not isinstance(record, dict):
         return None
-    step = record.get("step")
-    if not isinstance(step, int) or isinstance(step, bool):
+    try:
+        # Only the curve's fields are read: a record's other fields (lr, tokens...) are the
+        # run's business, and a line that is no such record is skipped, not an error.
+        point = HistoryPoint.model_validate(
+            {k: record.get(k) for k in ("step", "loss", "eval_loss")}
+        )
+    except ValidationError:
         return None
-    point: HistoryPoint = {"step": step}
-    for key in ("loss", "eval_loss"):
-        value = record.get(key)
-        if _finite_number(value):
-            point[key] = value
-    return point if len(point) > 1 else None
-
-
-def _finite_number(value: object) -> TypeGuard[int | float]:
-    # NaN and infinities are no JSON a client can parse: such a loss is left out.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return point if point.loss is not None or point.eval_loss is not None else None
 
 
 def _thin(points: list[HistoryPoint], max_train_points: int) -> list[HistoryPoint]:
     """Every eval point, and train points evenly spread (the last one kept), in file order."""
-    train = [i for i, p in enumerate(points) if "eval_loss" not in p]
+    train = [i for i, p in enumerate(points) if p.eval_loss is None]
     if len(train) <= max_train_points:
         return points
     last, slots = len(train) - 1, max(2, max_train_points) - 1
     kept = {train[round(k * last / slots)] for k in range(slots + 1)}
-    return [p for i, p in enumerate(points) if "eval_loss" in p or i in kept]
+    return [p for i, p in enumerate(points) if p.eval_loss is not None or i in kept]

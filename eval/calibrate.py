@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,15 @@ from eval.answerability import fit_calibration, plot_tradeoff
 from eval.gateway import EvalGateway, bounded_map
 from eval.metrics.text import contains_answer, token_f1
 from eval.tasks.grounding import article_documents, ingest
+from ragdock.contracts.adapter_manifest import (
+    MANIFEST_FILE,
+    AdapterManifest,
+    CalibrationBlock,
+    CalibrationFit,
+    read_adapter_manifest,
+)
 from retrieval.grounded_prompt import is_abstention
 
-MANIFEST = "manifest.json"
 CURVE_PNG = "calibration.png"
 ROWS_FILE = "calibration_rows.jsonl"
 
@@ -117,34 +122,36 @@ def write_calibration(
     top_k: int,
     target_hallucination: float,
     max_false_abstention: float,
-) -> dict[str, Any]:
-    """Fit on `rows` and write the manifest's `calibration` block, the rows and the curve."""
-    manifest_path = adapter_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text())
+) -> CalibrationBlock:
+    """Fit on `rows` and write the manifest's `calibration` block, the rows and the curve.
+
+    Raises:
+        FileNotFoundError: the adapter has no manifest.
+        ContractError: its manifest is not one this version reads.
+    """
+    manifest = _manifest(adapter_dir)
     calibration = fit_calibration(
         rows, target_hallucination, max_false_abstention=max_false_abstention
     )
-    block = calibration.to_manifest()
-    block["fitted"] = {
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "model": model,
-        "articles": articles,
-        "corpus": str(corpus),
-        "top_k": top_k,
-    }
-    manifest["calibration"] = block
-    # Write then rename: a kill mid-write must not leave the adapter without a valid manifest.
-    partial = manifest_path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, manifest_path)
+    block = calibration.to_manifest(
+        CalibrationFit(
+            at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            model=model,
+            articles=articles,
+            corpus=str(corpus),
+            top_k=top_k,
+        )
+    )
+    manifest.calibration = block
+    manifest.write(adapter_dir)  # by rename: a kill mid-write leaves the old manifest whole
     with (adapter_dir / ROWS_FILE).open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps({k: v for k, v in row.items() if k != "answer"}) + "\n")
     chosen = {
-        "validation": {"threshold": calibration.threshold, **block["validation"]["at_threshold"]}
+        "validation": {"threshold": calibration.threshold, **block.validation["at_threshold"]}
     }
     plot_tradeoff(
-        {"validation": block["validation"]["curve"]},
+        {"validation": block.validation["curve"]},
         chosen,
         adapter_dir / CURVE_PNG,
         f"{model}: answerability threshold (target hallucination {target_hallucination:.2f})",
@@ -152,9 +159,16 @@ def write_calibration(
     return block
 
 
+def _manifest(adapter_dir: Path) -> AdapterManifest:
+    manifest = read_adapter_manifest(adapter_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{adapter_dir / MANIFEST_FILE} does not exist")
+    return manifest
+
+
 def refit(
     adapter_dir: Path, *, target_hallucination: float, max_false_abstention: float
-) -> dict[str, Any]:
+) -> CalibrationBlock:
     """Fit again from the rows a previous `calibrate` saved (another target, no requests).
 
     Raises:
@@ -162,14 +176,17 @@ def refit(
         KeyError: its manifest has no calibration to take the provenance from.
     """
     rows = [json.loads(line) for line in (adapter_dir / ROWS_FILE).read_text().splitlines()]
-    fitted = json.loads((adapter_dir / MANIFEST).read_text())["calibration"]["fitted"]
+    block = _manifest(adapter_dir).calibration
+    if block is None or block.fitted is None:
+        raise KeyError(f"{adapter_dir / MANIFEST_FILE} records no fitted calibration")
+    fitted = block.fitted
     return write_calibration(
         adapter_dir,
         rows,
-        model=fitted["model"],
-        articles=fitted["articles"],
-        corpus=Path(fitted["corpus"]),
-        top_k=int(fitted["top_k"]),
+        model=fitted.model,
+        articles=fitted.articles,
+        corpus=Path(fitted.corpus),
+        top_k=fitted.top_k,
         target_hallucination=target_hallucination,
         max_false_abstention=max_false_abstention,
     )
@@ -188,7 +205,7 @@ async def calibrate(
     max_tokens: int,
     concurrency: int,
     progress: Callable[[str, int], Callable[[], None]],
-) -> dict[str, Any]:
+) -> CalibrationBlock:
     """Collect, fit, and write the calibration into `adapter_dir`'s manifest.
 
     Raises:
@@ -196,7 +213,7 @@ async def calibrate(
         ValueError: too few questions of a class to calibrate on.
         GatewayError: the gateway refused or failed a request.
     """
-    json.loads((adapter_dir / MANIFEST).read_text())  # fail before any request if it is missing
+    _manifest(adapter_dir)  # fail before any request if it is missing or malformed
     name, _, selector = model.partition("@")
     if selector:  # NAME@latest and aliases: the served version's own name
         record = await gateway.adapter_version(name, selector, await gateway.adapter_summary(name))

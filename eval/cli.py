@@ -12,9 +12,12 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ragdock.contracts.eval_report import EvalReport
 
 app = typer.Typer(help="Evaluate adapters against the base and the previous version; gate them.")
 
@@ -41,11 +44,11 @@ def run_command(
 ) -> None:
     """Run a suite: every task on the candidate, the base and the previous version."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from eval.gateway import GatewayError
     from eval.runner import build_report, run_tasks, write_outputs, write_predictions
     from eval.suite import SuiteError, load_suite
+    from ragdock.progress import progress_bar
 
     console = Console()
     try:
@@ -57,13 +60,7 @@ def run_command(
         suite = suite.model_copy(update={"candidate": candidate})
     url = gateway or os.environ.get("RAGDOCK_GATEWAY_URL") or suite.gateway
     out_dir = out or Path("runs/eval") / suite.name
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
+    with progress_bar(console) as bar:
 
         def progress(label: str, total: int) -> Callable[[], None]:
             task_id = bar.add_task(label, total=total)
@@ -104,13 +101,20 @@ def gate_command(
     """
     from rich.console import Console
 
+    from ragdock.contracts.base import ContractError, read_json
+    from ragdock.contracts.eval_report import parse_eval_report
+
     console = Console()
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+    try:
+        report = parse_eval_report(read_json(report_path), source=str(report_path))
+    except ContractError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
     passed = _apply_gate(report, gate_path, report_path.parent, console)
     raise typer.Exit(0 if passed else 1)
 
 
-def _apply_gate(report: dict[str, Any], gate_path: Path, out_dir: Path, console: Any) -> bool:
+def _apply_gate(report: EvalReport, gate_path: Path, out_dir: Path, console: Any) -> bool:
     from rich.table import Table
 
     from eval.gates import evaluate_gate, load_gate
@@ -123,31 +127,31 @@ def _apply_gate(report: dict[str, Any], gate_path: Path, out_dir: Path, console:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     verdict = evaluate_gate(report, spec)
-    report["gate"] = verdict
+    report.gate = verdict
     write_outputs(report, out_dir)
     table = Table(
         "rule",
         "observed",
         "verdict",
         "why",
-        title=f"gate {spec.name}: {'PASSED' if verdict['passed'] else 'FAILED'}",
+        title=f"gate {spec.name}: {'PASSED' if verdict.passed else 'FAILED'}",
     )
-    for v in verdict["verdicts"]:
-        mark = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
-        table.add_row(v["rule"], v["observed"], mark, v["why"])
+    for v in verdict.verdicts:
+        mark = "[green]pass[/]" if v.passed else "[red]FAIL[/]"
+        table.add_row(v.rule, v.observed, mark, v.why)
     console.print(table)
-    return bool(verdict["passed"])
+    return verdict.passed
 
 
-def _attach(report: dict[str, Any], url: str, console: Any) -> None:
+def _attach(report: EvalReport, url: str, console: Any) -> None:
     import httpx
 
-    record = report["candidate_record"]
+    record = report.candidate_record
     key = os.environ.get("RAGDOCK_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     response = httpx.put(
-        f"{url.rstrip('/')}/v1/adapters/{record['name']}/{record['version']}/eval-report",
-        json=report,
+        f"{url.rstrip('/')}/v1/adapters/{record.name}/{record.version}/eval-report",
+        json=report.as_json(),
         headers=headers,
         timeout=60,
     )
@@ -157,7 +161,7 @@ def _attach(report: dict[str, Any], url: str, console: Any) -> None:
             f"{response.text[:300]}[/]"
         )
         raise typer.Exit(2)
-    console.print(f"attached to {record['name']}@{record['version']} in the registry")
+    console.print(f"attached to {record.name}@{record.version} in the registry")
 
 
 @app.command("calibrate")
@@ -195,27 +199,26 @@ def calibrate_command(
     """Fit when the adapter answers: AUROC of each signal, a combined score and the threshold
     for a target hallucination rate, written into the adapter's manifest (push it again)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from eval.calibrate import CURVE_PNG, calibrate
     from eval.calibrate import refit as refit_rows
     from eval.gateway import EvalGateway, GatewayError
+    from ragdock.contracts.adapter_manifest import CalibrationBlock
+    from ragdock.progress import progress_bar
 
     console = Console()
     if not refit and (candidate is None or corpus is None):
         console.print("[red]--candidate and --corpus are needed (or --refit)[/]")
         raise typer.Exit(2)
     url = gateway or os.environ.get("RAGDOCK_GATEWAY_URL") or "http://127.0.0.1:8000"
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=console) as bar:
+    with progress_bar(console) as bar:
 
         def progress(label: str, total: int) -> Callable[[], None]:
             task_id = bar.add_task(label, total=total)
             return lambda: bar.advance(task_id)
 
-        async def run() -> dict[str, Any]:
+        async def run() -> CalibrationBlock:
             assert candidate is not None and corpus is not None
             async with EvalGateway(url, os.environ.get("RAGDOCK_API_KEY")) as client:
                 return await calibrate(
@@ -242,9 +245,10 @@ def calibrate_command(
             else:
                 block = asyncio.run(run())
         except (GatewayError, ValueError, FileNotFoundError, KeyError) as exc:
+            # ValueError includes ContractError: the manifest is not one this version reads.
             console.print(f"[red]cannot calibrate: {exc}[/]")
             raise typer.Exit(2) from exc
-    validation = block["validation"]
+    validation = block.validation
     table = Table("signal", "AUROC (answerable vs not)", "questions", title="answerability signals")
     for name, item in validation["signals"].items():
         value = "n/a" if item["auroc"] is None else f"{item['auroc']:.3f}"
@@ -255,14 +259,14 @@ def calibrate_command(
     at = validation["at_threshold"]
     alone = validation["model_alone"]
     console.print(
-        f"threshold {block['threshold']:.3f} for hallucination <= {block['target_hallucination']}:"
+        f"threshold {block.threshold:.3f} for hallucination <= {block.target_hallucination}:"
         f" validation hallucination {at['hallucination']:.3f}, false abstention "
         f"{at['false_abstention']:.3f} (the model alone: {alone['hallucination']:.3f} / "
         f"{alone['false_abstention']:.3f})"
     )
-    if not block["enforced"]:
+    if not block.enforced:
         console.print(
-            f"[yellow]not enforced[/]: holding hallucination to {block['target_hallucination']} "
+            f"[yellow]not enforced[/]: holding hallucination to {block.target_hallucination} "
             f"would refuse {at['false_abstention']:.0%} of answerable validation questions (more "
             f"than {max_false_abstention:.0%}); the gateway reports the score and leaves the "
             "choice to the model unless a request (rag.min_answerability) or collection "
@@ -288,14 +292,14 @@ def retrieval_command(
 ) -> None:
     """Recall@1/5/10/100, MRR@10 and nDCG@10 for dense, sparse and hybrid retrieval."""
     from rich.console import Console
-    from rich.progress import Progress
 
     from eval.retrieval_beir import default_sweep, evaluate_beir, reference_fusions, render_table
+    from ragdock.progress import progress_bar
     from retrieval.chunking import ChunkingConfig
 
     console = Console()
     fusions = default_sweep() if sweep else reference_fusions()
-    with Progress(console=console, transient=True) as bar:
+    with progress_bar(console, transient=True) as bar:
         task = bar.add_task("ingesting", total=None)
         report = evaluate_beir(
             beir,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eval.suite import SuiteError
+from ragdock.contracts.eval_report import EvalReport, GateVerdict, Interval, RuleVerdict
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -74,51 +75,44 @@ def load_gate(path: Path) -> GateSpec:
         raise SuiteError(f"{path}: {problems}") from exc
 
 
-def _observed(rule: Rule, report: dict[str, Any]) -> tuple[float | None, str]:
+def _observed(rule: Rule, report: EvalReport) -> tuple[float | None, str]:
     """The number the rule compares, and how it was read (for the explanation)."""
     task_name, metric = rule.metric.split(".", 1)
-    task = report.get("tasks", {}).get(task_name)
+    task = report.tasks.get(task_name)
     if task is None:
         return None, f"the report has no task {task_name!r}"
+    interval: Interval | None
     if rule.compare_to is not None:
-        if not report.get("models", {}).get(rule.compare_to):
+        if not report.models.get(rule.compare_to):
             return None, f"no {rule.compare_to} model in this report"
-        interval = task.get("deltas", {}).get(f"vs_{rule.compare_to}", {}).get(metric)
+        interval = task.deltas.get(f"vs_{rule.compare_to}", {}).get(metric)
         if interval is None:
             return None, f"no delta for {metric!r} vs {rule.compare_to}"
-        mid = interval["delta"]
-    elif metric in task.get("relative", {}):
-        interval = task["relative"][metric]
-        mid = interval["value"]
+    elif metric in task.relative:
+        interval = task.relative[metric]
     elif rule.bound != "point":
-        interval = task.get("intervals", {}).get(metric)
+        interval = task.intervals.get(metric)
         if interval is None:
             return None, f"no interval for {metric!r} in task {task_name!r}"
-        mid = interval["value"]
     else:
         for role in ("candidate", "system"):
-            value = task.get("metrics", {}).get(role, {}).get(metric)
+            value = task.metrics.get(role, {}).get(metric)
             if value is not None:
                 return float(value), f"{value:.4f}"
         return None, f"the report has no {metric!r} in task {task_name!r}"
-    chosen = {"point": mid, "lower": interval["low"], "upper": interval["high"]}[rule.bound]
-    return float(chosen), f"{mid:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}]"
+    mid = interval.mid
+    chosen = {"point": mid, "lower": interval.low, "upper": interval.high}[rule.bound]
+    return float(chosen), f"{mid:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
 
 
-def evaluate_gate(report: dict[str, Any], spec: GateSpec) -> dict[str, Any]:
-    """Every rule's verdict and the overall one (all rules must pass).
-
-    Returns:
-        `{"name", "passed", "verdicts": [{"rule", "passed", "observed", "why"}]}`: the shape the
-        adapter registry reads before it moves an alias.
-    """
+def evaluate_gate(report: EvalReport, spec: GateSpec) -> GateVerdict:
+    """Every rule's verdict and the overall one (all rules must pass): the verdict the adapter
+    registry reads before it moves an alias."""
     verdicts = []
     for rule in spec.rules:
         value, observed = _observed(rule, report)
         if value is None:
-            missing_model = rule.compare_to is not None and not report.get("models", {}).get(
-                rule.compare_to
-            )
+            missing_model = rule.compare_to is not None and not report.models.get(rule.compare_to)
             passed = missing_model and rule.if_missing == "pass"
             why = f"{observed}: {'passes (if_missing: pass)' if passed else 'cannot be checked'}"
         else:
@@ -127,12 +121,8 @@ def evaluate_gate(report: dict[str, Any], spec: GateSpec) -> dict[str, Any]:
             verb = "satisfies" if passed else "violates"
             why = f"{side} {value:+.4f} {verb} {rule.op} {rule.threshold:g}"
         verdicts.append(
-            {
-                "rule": rule.text(),
-                "metric": rule.metric,
-                "passed": passed,
-                "observed": observed,
-                "why": why,
-            }
+            RuleVerdict(
+                rule=rule.text(), metric=rule.metric, passed=passed, observed=observed, why=why
+            )
         )
-    return {"name": spec.name, "passed": all(v["passed"] for v in verdicts), "verdicts": verdicts}
+    return GateVerdict(name=spec.name, passed=all(v.passed for v in verdicts), verdicts=verdicts)

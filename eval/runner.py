@@ -24,7 +24,10 @@ from eval.tasks.forgetting import run_forgetting
 from eval.tasks.generation import run_generation
 from eval.tasks.grounding import run_grounding
 from eval.tasks.retrieval import run_retrieval
-from training.artifacts import sha256_file
+from ragdock.contracts.adapter_manifest import AdapterManifest, parse_adapter_manifest
+from ragdock.contracts.base import ContractError
+from ragdock.contracts.eval_report import EvalReport, parse_eval_report
+from ragdock.digest import sha256_file
 
 RUNNERS = {
     "retrieval": run_retrieval,
@@ -38,7 +41,7 @@ class HoldoutMismatchError(SuiteError):
     """The suite's holdout is not the one the candidate was trained against."""
 
 
-def check_holdout(suite: Suite, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_holdout(suite: Suite, manifest: AdapterManifest | None) -> dict[str, Any] | None:
     """Compare the suite's holdout with the one in the candidate's training manifest.
 
     Raises:
@@ -48,17 +51,17 @@ def check_holdout(suite: Suite, manifest: dict[str, Any] | None) -> dict[str, An
     if suite.holdout is None:
         return None
     path = suite.holdout.verified()
-    recorded = (((manifest or {}).get("data") or {}).get("files") or {}).get("holdout") or {}
-    trained = recorded.get("sha256")
-    if not trained:
+    recorded = manifest.data.files.get("holdout") if manifest is not None else None
+    if recorded is None:
         raise HoldoutMismatchError(
             f"{suite.candidate} records no holdout in its training manifest, so nothing shows "
             f"{path} was kept out of its training data; retrain with data.holdout set"
         )
+    trained = recorded.sha256
     if trained != suite.holdout.sha256:
         raise HoldoutMismatchError(
             f"holdout mismatch: {path} has sha256 {suite.holdout.sha256}, but {suite.candidate} "
-            f"was trained against holdout {recorded.get('path')} with sha256 {trained}. "
+            f"was trained against holdout {recorded.path} with sha256 {recorded.sha256}. "
             "Evaluate on the holdout frozen at training time"
         )
     return {"path": str(path), "sha256": trained, "status": "matches the training manifest"}
@@ -170,7 +173,7 @@ async def run_tasks(
     started, clock = dt.datetime.now(dt.UTC), time.perf_counter()
     async with EvalGateway(gateway_url, api_key) as gateway:
         models, record = await resolve_models(suite, gateway)
-        holdout = check_holdout(suite, record.get("manifest"))
+        holdout = check_holdout(suite, candidate_manifest(record))
         ctx = TaskContext(
             gateway=gateway,
             models=models,
@@ -191,8 +194,24 @@ async def run_tasks(
     )
 
 
-def build_report(run: SuiteRun, suite: Suite, suite_path: Path, gateway_url: str) -> dict[str, Any]:
-    """The report dict: deterministic sections first, the run's timing under `run`."""
+def candidate_manifest(record: dict[str, Any]) -> AdapterManifest | None:
+    """The candidate's training manifest, from its registry record as the gateway shows it.
+
+    Raises:
+        SuiteError: the record carries a manifest this version cannot read.
+    """
+    raw = record.get("manifest")
+    if raw is None:
+        return None
+    source = f"the manifest of {record.get('name')}@{record.get('version')} (from the gateway)"
+    try:
+        return parse_adapter_manifest(raw, source=source)
+    except ContractError as exc:
+        raise SuiteError(str(exc)) from exc
+
+
+def build_report(run: SuiteRun, suite: Suite, suite_path: Path, gateway_url: str) -> EvalReport:
+    """The report: deterministic sections first, the run's timing under `run`."""
     report: dict[str, Any] = {
         "schema": report_io.SCHEMA,
         "suite": {"name": suite.name, "path": str(suite_path), "sha256": sha256_file(suite_path)},
@@ -207,11 +226,11 @@ def build_report(run: SuiteRun, suite: Suite, suite_path: Path, gateway_url: str
         "tasks": {},
         "run": {"started_at": run.started_at, "gateway": gateway_url, "wall_s": run.wall_s},
     }
-    calibration = (run.record.get("manifest") or {}).get("calibration")
-    if calibration:
+    manifest = candidate_manifest(run.record)
+    if manifest is not None and manifest.calibration is not None:
         # The candidate's own calibration (fitted on its validation split), shown beside what
         # its score did on this suite's questions.
-        report["calibration"] = _rounded(calibration)
+        report["calibration"] = _rounded(manifest.calibration.model_dump(mode="json"))
     for result in run.results:
         report["tasks"][result.name] = _rounded(
             {
@@ -225,7 +244,7 @@ def build_report(run: SuiteRun, suite: Suite, suite_path: Path, gateway_url: str
                 "notes": result.notes,
             }
         )
-    return report
+    return parse_eval_report(report, source=f"the report of suite {suite.name}")
 
 
 def write_predictions(run: SuiteRun, out_dir: Path) -> None:
@@ -236,13 +255,14 @@ def write_predictions(run: SuiteRun, out_dir: Path) -> None:
                 handle.write(json.dumps(prediction, sort_keys=True) + "\n")
 
 
-def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
-    """report.json, report.md and one PNG chart per task."""
+def write_outputs(report: EvalReport, out_dir: Path) -> None:
+    """report.json, report.md and one PNG chart per task (drawn from the validated report)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report_io.write_json(report, out_dir)
-    (out_dir / report_io.REPORT_MD).write_text(report_io.render_markdown(report), encoding="utf-8")
-    report_io.plot_charts(report, out_dir)
-    report_io.plot_answerability(report, out_dir)
+    data = report.as_json()
+    report_io.write_json(data, out_dir)
+    (out_dir / report_io.REPORT_MD).write_text(report_io.render_markdown(data), encoding="utf-8")
+    report_io.plot_charts(data, out_dir)
+    report_io.plot_answerability(data, out_dir)
 
 
 __all__ = ["GatewayError", "HoldoutMismatchError", "build_report", "run_tasks", "write_outputs"]

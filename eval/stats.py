@@ -71,9 +71,3 @@ def paired_bootstrap(
     low = draws[int(tail * (resamples - 1))]
     high = draws[round((1 - tail) * (resamples - 1))]
     return Interval(delta=delta, low=low, high=high, level=level, n=n)
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float:
-    """The q-quantile (0-1) of `values` by nearest rank: a value that was measured."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from training.artifacts import sha256_file
+from ragdock.digest import sha256_file
 
 
 class SuiteError(ValueError):

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ragdock.contracts.adapter_manifest import AdapterManifest, CalibrationBlock, CalibrationFit
+
 FEATURES = ("abstain_logit", "question_coverage", "top_score")
 # Probabilities are clipped before the log-odds so a token outside the top logprobs is finite.
 _P_FLOOR = 1e-6
@@ -129,34 +131,21 @@ class Calibration:
         z = self.bias + sum(weight * values[name] for name, weight in pairs)
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
-    def to_manifest(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["features"], data["weights"] = list(self.features), list(self.weights)
-        return data
+    def to_manifest(self, fitted: CalibrationFit | None = None) -> CalibrationBlock:
+        return CalibrationBlock.model_validate({**asdict(self), "fitted": fitted})
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any] | None) -> Calibration | None:
-        """The manifest's `calibration` block, or None when it has none (or one this gateway
-        cannot use: then the adapter is served uncalibrated rather than with wrong weights)."""
-        block = (manifest or {}).get("calibration")
-        if not isinstance(block, Mapping):
+    def from_manifest(cls, manifest: AdapterManifest | None) -> Calibration | None:
+        """The manifest's `calibration` block, or None when it has none (or one over signals this
+        gateway does not compute: then the adapter is served uncalibrated, not with wrong
+        weights)."""
+        block = manifest.calibration if manifest is not None else None
+        if block is None:
             return None
-        try:
-            features = tuple(str(f) for f in block["features"])
-            weights = tuple(float(w) for w in block["weights"])
-            if len(features) != len(weights) or not set(features) <= set(FEATURES):
-                return None
-            return cls(
-                features=features,
-                weights=weights,
-                bias=float(block["bias"]),
-                threshold=float(block["threshold"]),
-                target_hallucination=float(block["target_hallucination"]),
-                validation=dict(block.get("validation") or {}),
-                enforced=bool(block.get("enforced", True)),
-            )
-        except (KeyError, TypeError, ValueError):
+        if len(block.features) != len(block.weights) or not set(block.features) <= set(FEATURES):
             return None
+        fields = block.model_dump(exclude={"fitted"})
+        return cls(**fields | {"features": tuple(block.features), "weights": tuple(block.weights)})
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,7 @@ def ingest(
     """Ingest .md/.txt/.html files (doc id = the path as given); creates the collection."""
     from datetime import UTC, datetime
 
-    from rich.progress import Progress
-
+    from ragdock.progress import progress_bar
     from retrieval.factory import open_retriever
     from retrieval.types import Document
 
@@ -86,7 +85,7 @@ def ingest(
     retriever = open_retriever(data_dir, qdrant_url=qdrant_url)
     try:
         retriever.create_collection(collection)
-        with Progress(transient=True) as bar:
+        with progress_bar(transient=True) as bar:
             task = bar.add_task("ingesting", total=None)
             report = retriever.ingest(
                 collection, tenant, docs, progress=lambda n: bar.update(task, completed=n)

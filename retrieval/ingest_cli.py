@@ -14,7 +14,8 @@ from typing import Annotated
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ragdock.progress import progress_bar
 
 SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf"}
 console = Console()
@@ -53,13 +54,7 @@ def ingest(
         http.post("/v1/collections", json={"name": collection})
     totals = {"added": 0, "replaced": 0, "unchanged": 0, "chunks": 0}
     failures: list[str] = []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"ingesting into {collection}", total=len(files))
         for path in files:
             progress.update(task, description=f"{path.name[:40]:40}")

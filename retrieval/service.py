@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from ragdock.contracts.chunk_payload import ChunkPayload, read_chunk_payload
 from ragdock.controlplane import ControlPlane, open_control_plane
 from retrieval.catalog import Catalog, CollectionGoneError, DocRecord, Snapshot
 from retrieval.chunking import ChunkingConfig, chunk_document, content_version, iso_utc
@@ -83,18 +84,24 @@ def _version(document: Document) -> str:
     )
 
 
-def _scored(hit: Hit) -> ScoredChunk:
-    p = hit.payload
+def _scored_at(hit: Hit) -> tuple[int, ScoredChunk]:
+    """A document's chunk with its position (a document is read back in order)."""
+    payload = read_chunk_payload(hit.payload, point_id=hit.point_id)
+    return payload.index, _scored(hit, payload)
+
+
+def _scored(hit: Hit, payload: ChunkPayload | None = None) -> ScoredChunk:
+    p = payload or read_chunk_payload(hit.payload, point_id=hit.point_id)
     return ScoredChunk(
-        chunk_id=str(p["chunk_id"]),
-        doc_id=str(p["doc_id"]),
-        title=str(p.get("title", "")),
-        uri=str(p.get("uri", "")),
+        chunk_id=p.chunk_id,
+        doc_id=p.doc_id,
+        title=p.title,
+        uri=p.uri,
         score=hit.score,
-        text=str(p.get("text", "")),
-        updated_at=str(p.get("updated_at", "")),
-        heading_path=tuple(p.get("heading_path", ())),
-        metadata=dict(p.get("meta", {})),
+        text=p.text,
+        updated_at=p.updated_at,
+        heading_path=tuple(p.heading_path),
+        metadata=dict(p.meta),
     )
 
 
@@ -450,8 +457,8 @@ class Retriever:
                 return None
             scope = Scope(tenant=tenant, generation=generation, revs=(record.rev,))
             hits = self.store.scroll(collection, scope, max(record.chunk_count, 1))
-            chunks = sorted(hits, key=lambda h: int(h.payload.get("index", 0)))
-            return record.info(), [_scored(h) for h in chunks]
+            chunks = sorted((_scored_at(h) for h in hits), key=lambda pair: pair[0])
+            return record.info(), [chunk for _, chunk in chunks]
 
         return self.snapshots.within_budget(collection, read)
 
@@ -556,19 +563,19 @@ def _visible(snapshot: Snapshot, tenant: str, **narrowing: Any) -> Scope:
 
 
 def _payload(tenant: str, rev: str, generation: str, seq: int, chunk: Chunk) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant,
-        "doc_id": chunk.doc_id,
-        "rev": rev,
-        "gen": generation,
-        "seq": seq,
-        "chunk_id": chunk.chunk_id,
-        "version": chunk.version,
-        "index": chunk.index,
-        "title": chunk.title,
-        "heading_path": list(chunk.heading_path),
-        "uri": chunk.uri,
-        "updated_at": chunk.updated_at,
-        "text": chunk.text,
-        "meta": dict(chunk.metadata),
-    }
+    return ChunkPayload(
+        tenant_id=tenant,
+        doc_id=chunk.doc_id,
+        rev=rev,
+        gen=generation,
+        seq=seq,
+        chunk_id=chunk.chunk_id,
+        version=chunk.version,
+        index=chunk.index,
+        title=chunk.title,
+        heading_path=list(chunk.heading_path),
+        uri=chunk.uri,
+        updated_at=chunk.updated_at,
+        text=chunk.text,
+        meta=dict(chunk.metadata),
+    ).to_payload()

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from adapters.base_match import BaseModelIdentity
 from adapters.validation import module_shapes_from_config
-from engine.model_build import DEFAULT_MODEL, checkpoint_digest, default_model_dir, is_hf_checkpoint
+from engine.model_build import (
+    DEFAULT_MODEL,
+    build_manifest_digest,
+    checkpoint_digest,
+    default_model_dir,
+    is_hf_checkpoint,
+)
 from ragdock.settings import Settings
 
 DEFAULT_MODEL_ID = "google/gemma-3-270m"
@@ -20,8 +26,14 @@ def served_base_identity(settings: Settings) -> BaseModelIdentity:
     else:
         path = Path(settings.model).expanduser()
         model_id = settings.base_model_id or settings.model
-    digest = checkpoint_digest(path) if is_hf_checkpoint(path) else ""
-    return BaseModelIdentity(model_id=model_id, path=str(path), digest=digest)
+    if not is_hf_checkpoint(path):  # an external engine's model: checked by name
+        return BaseModelIdentity(model_id=model_id, path=str(path))
+    return BaseModelIdentity(
+        model_id=model_id,
+        path=str(path),
+        digest=checkpoint_digest(path),
+        build_digest=build_manifest_digest(path),
+    )
 
 
 def served_module_shapes(settings: Settings) -> dict[str, tuple[int, int]] | None:

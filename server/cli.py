@@ -23,6 +23,7 @@ from adapters.errors import PromotionRefusedError
 from engine.cli import wait_with_progress
 from engine.launcher import EngineLaunchSpec, EngineProcess, EngineStartError
 from engine.model_build import ModelBuildError, resolve_model_dir
+from ragdock.contracts.adapter_manifest import read_adapter_manifest
 from ragdock.settings import Settings
 from server.adapters_api.service import AdapterService
 from server.app import build_app
@@ -249,8 +250,7 @@ def _prepare_demo(http: httpx.Client, base_model: str, adapters: AdapterService)
 def _serves_shipped(adapters: AdapterService, version: str, shipped: Path) -> bool:
     """Whether this version of the demo adapter has the shipped manifest."""
     record = adapters.show(DEMO_ADAPTER, version, OPERATOR)
-    shipped_manifest = json.loads((shipped / "manifest.json").read_text())
-    return bool(record.manifest == shipped_manifest)
+    return record.manifest == read_adapter_manifest(shipped)
 
 
 def _ask_grounded(http: httpx.Client, model: str, question: str) -> None:

@@ -7,7 +7,6 @@ Handlers are registered once, in `build_app`, through `install_error_handlers`.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import RegistryError
+from server.relay.framing import sse_event
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ def error_response(exc: GatewayError) -> JSONResponse:
 
 def sse_error_event(exc: GatewayError) -> bytes:
     """An error as one SSE event: the openai SDK raises APIError when a chunk carries `error`."""
-    body = error_body(exc.message, exc.error_type, param=exc.param, code=exc.code)
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return sse_event(error_body(exc.message, exc.error_type, param=exc.param, code=exc.code))
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (the OS's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from ragdock.ports import free_port
 
 
 def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -93,7 +87,7 @@ def start_gateway(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handle = log_file.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ragdock.cli", "serve", "--engine-url", engine_url,
+        [sys.executable, "-m", "ragdock_cli", "serve", "--engine-url", engine_url,
          "--port", str(port), *extra_args],
         stdout=handle, stderr=subprocess.STDOUT, env=full_env,
     )  # fmt: skip

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from ragdock.quantiles import nearest_rank
 
 WINDOW_S = 60.0
 MAX_EVENTS = 50_000
@@ -58,15 +60,6 @@ class ActivitySummary:
     @property
     def abstention_rate(self) -> float | None:
         return self.abstained / self.grounded if self.grounded else None
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float | None:
-    """The q-quantile (0-1) of `values` by nearest rank (a value that was measured), computed as
-    `eval.stats.nearest_rank` does; None for no values. (The gateway does not import `eval`.)"""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
 
 class RecentActivity:
@@ -135,8 +128,8 @@ class RecentActivity:
         return ActivitySummary(
             requests=len(latencies),
             errors=errors,
-            latency_p50_s=nearest_rank(latencies, 0.5),
-            latency_p95_s=nearest_rank(latencies, 0.95),
+            latency_p50_s=nearest_rank(latencies, 0.5) if latencies else None,
+            latency_p95_s=nearest_rank(latencies, 0.95) if latencies else None,
             grounded=outcomes.total(),
             answered=outcomes["answered"],
             abstained=outcomes["abstained"],

@@ -3,10 +3,8 @@ engine launcher `ragdock up` uses, the gateway as a `ragdock serve` subprocess).
 
 from __future__ import annotations
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
-from server.process import GatewayProcess, free_port, start_gateway, wait_http_ok
+from ragdock.ports import free_port
+from server.process import GatewayProcess, start_gateway, wait_http_ok
 
 __all__ = ["GatewayProcess", "free_port", "start_gateway", "wait_http_ok"]
 
@@ -23,14 +21,3 @@ TEST_KEYS_JSON = (
     f'{{"key": "{CHAT_ONLY_KEY}", "name": "app", "tenant": "acme", "scopes": ["chat"]}}, '
     f'{{"key": "{BETA_KEY}", "name": "beta", "tenant": "beta", "scopes": ["chat", "ingest"]}}]'
 )
-
-
-def engine_gauge(engine_url: str, name: str) -> float:
-    """Sum of a vLLM metric over its label sets, read from the engine's /metrics."""
-    text = httpx.get(f"{engine_url}/metrics", timeout=5).text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                total += sample.value
-    return total

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from importlib import metadata
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
+
+from ragdock.contracts.adapter_manifest import AdapterManifest
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -20,14 +21,6 @@ _FORBIDDEN_KEY_PARTS = ("lm_head", "embed_tokens", "modules_to_save")
 
 class AdapterError(RuntimeError):
     """The saved adapter would not load in vLLM."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -111,40 +104,37 @@ def plot_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> No
     plt.close(fig)
 
 
-def write_model_card(path: Path, manifest: dict[str, Any]) -> None:
+def write_model_card(path: Path, manifest: AdapterManifest) -> None:
     """A short README.md describing the adapter, its data and its results."""
-    config = manifest["config"]
-    metrics = manifest["metrics"]
-    data = manifest["data"]
-    dtype = manifest.get("hardware", {}).get("dtype", {})
+    shape, base, data = manifest.adapter, manifest.base_model, manifest.data
+    dtype = manifest.hardware.dtype or {}
     lines = [
-        f"# LoRA adapter for {manifest['base_model']['id']}",
+        f"# LoRA adapter for {base.id}",
         "",
-        f"Trained by ragdock ({config['method']}, r={config['lora']['r']}, "
-        f"alpha={config['lora']['alpha']}, targets={config['lora']['target_modules']}).",
+        f"Trained by ragdock ({manifest.method}, r={shape.r}, alpha={shape.alpha:g}, "
+        f"targets={shape.target_modules}).",
         "Load it with vLLM (`--enable-lora`) on the same base model, or with peft.",
         f"Computed in {dtype.get('dtype', '?')} ({dtype.get('source', '?')}"
         + (f", CPU {dtype['cpu_model']}" if "cpu_model" in dtype else "")
         + ").",
         "",
         "## Base model",
-        f"- id: `{manifest['base_model']['id']}` (digest `{manifest['base_model']['digest']}`)",
+        f"- id: `{base.id}` (weights digest `{base.digest or base.build_digest}`)",
         "",
         "## Data",
     ]
-    for role, info in data["files"].items():
+    for role, info in data.files.items():
         lines.append(
-            f"- {role}: `{info['path']}` sha256 `{info['sha256'][:16]}...` "
-            f"({info.get('examples', '?')} examples)"
+            f"- {role}: `{info.path}` sha256 `{info.sha256[:16]}...` ({info.examples} examples)"
         )
     lines += [
-        f"- leakage check against the holdout: {data['leakage']['status']}",
+        f"- leakage check against the holdout: {data.leakage.status}",
         "",
         "## Results",
         "| metric | value |",
         "|---|---|",
     ]
-    for key, value in metrics.items():
+    for key, value in manifest.metrics.model_dump().items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {shown} |")
     lines += [

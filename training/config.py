@@ -173,11 +173,11 @@ class TrainConfig(_Section):
     method: Literal["lora", "qlora"] = Field("lora", description="qlora = 4-bit NF4 base + LoRA.")
     output_dir: Path = Field(..., description="Adapter, manifest, metrics and plots go here.")
     seed: int = Field(0, description="Seeds data order, adapter init and dropout.")
-    lora: LoraSettings = Field(default_factory=LoraSettings)  # type: ignore[arg-type]
-    quant: QuantSettings = Field(default_factory=QuantSettings)  # type: ignore[arg-type]
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    quant: QuantSettings = Field(default_factory=QuantSettings)
     data: DataSettings
-    optim: OptimSettings = Field(default_factory=OptimSettings)  # type: ignore[arg-type]
-    loop: LoopSettings = Field(default_factory=LoopSettings)  # type: ignore[arg-type]
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
 
     @model_validator(mode="after")
     def _coherent(self) -> TrainConfig:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.artifacts import sha256_file
+from ragdock.contracts.adapter_manifest import DataFile
+from ragdock.digest import sha256_file
 from training.batching import Batch, pack_rows, packed_batch, pad_batch
 from training.config import DataSettings
 from training.data import Example, read_examples
@@ -21,15 +22,15 @@ class PreparedData:
 
     train: list[Tokenized]
     validation: list[Tokenized]
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, DataFile] = field(default_factory=dict)
     duplicates_dropped: int = 0
     leakage: LeakageReport = field(default_factory=LeakageReport)
     train_report: TokenizeReport = field(default_factory=TokenizeReport)
     validation_report: TokenizeReport = field(default_factory=TokenizeReport)
 
 
-def _file_info(path: Path, count: int) -> dict[str, Any]:
-    return {"path": str(path), "sha256": sha256_file(path), "examples": count}
+def _file_info(path: Path, count: int) -> DataFile:
+    return DataFile(path=str(path), sha256=sha256_file(path), examples=count)
 
 
 def split_validation(

@@ -25,6 +25,18 @@ from typing import Any
 import torch
 
 from ragdock.compute_dtype import choose_dtype
+from ragdock.contracts.adapter_manifest import (
+    AdapterManifest,
+    AdapterShape,
+    BaseModelRef,
+    DataRecord,
+    Hardware,
+    Leakage,
+    TrainMetrics,
+)
+from ragdock.contracts.model_build import read_build_manifest
+from ragdock.contracts.training_history import METRICS_LOG, EvalRecord, StepRecord
+from ragdock.digest import sha256_file
 from training import artifacts
 from training.batching import Batch
 from training.checkpoint import (
@@ -168,7 +180,7 @@ class LoRARecipe:
             )
         # The metrics file is rebuilt from the checkpoint's history, so steps a crashed run logged
         # after its last checkpoint do not appear twice.
-        self._metrics = artifacts.MetricsLog(self.out / "metrics.jsonl", append=False)
+        self._metrics = artifacts.MetricsLog(self.out / METRICS_LOG, append=False)
         for record in self.state.history:
             self._metrics.write(record)
 
@@ -187,20 +199,15 @@ class LoRARecipe:
     # ----------------------------------------------------------------------------------- train
     def train(self) -> None:
         """Run optimizer steps until max steps/epochs or early stopping."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from ragdock.progress import progress_bar
 
         cfg = self.config
         assert_not_repacked(self.model)
         self.model.train()
-        columns = (
-            TextColumn("[bold]train"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, disable=not self.progress, transient=False) as bar:
-            task = bar.add_task("train", total=self.total_steps, completed=self.state.step, info="")
+        with progress_bar(disable=not self.progress) as bar:
+            task = bar.add_task(
+                "[bold]train", total=self.total_steps, completed=self.state.step, info=""
+            )
             while self.state.step < self.total_steps and not self.stopped_early:
                 batches = self._epoch(self.state.epoch)
                 while (
@@ -258,20 +265,20 @@ class LoRARecipe:
         self.state.step += 1
         self.state.tokens_seen += tokens
         self.state.train_seconds += seconds
-        record = {
-            "step": self.state.step,
-            "epoch": round(
+        record = StepRecord(
+            step=self.state.step,
+            epoch=round(
                 self.state.epoch
                 + (self.state.batch_in_epoch + len(group)) / max(1, self.batches_per_epoch),
                 4,
             ),
-            "loss": loss_sum / max(1, labels),
-            "lr": lr,
-            "tokens": tokens,
-            "label_tokens": labels,
-            "tokens_per_s": tokens / seconds if seconds else 0.0,
-            "seconds": round(seconds, 4),
-        }
+            loss=loss_sum / max(1, labels),
+            lr=lr,
+            tokens=tokens,
+            label_tokens=labels,
+            tokens_per_s=tokens / seconds if seconds else 0.0,
+            seconds=round(seconds, 4),
+        ).model_dump()
         self._log(record)
         return record
 
@@ -303,11 +310,11 @@ class LoRARecipe:
         if improved:
             self.best_weights = trainable_state(self.model)
         self._log(
-            {
-                "step": self.state.step,
-                "eval_loss": eval_loss,
-                "best_eval_loss": self.state.best_eval_loss,
-            }
+            EvalRecord(
+                step=self.state.step,
+                eval_loss=eval_loss,
+                best_eval_loss=self.state.best_eval_loss,
+            ).model_dump()
         )
         return eval_loss
 
@@ -359,7 +366,7 @@ class LoRARecipe:
             dtype=self.dtype_choice.dtype,
         )
         manifest = self._manifest(result)
-        (self.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest.write(self.out)
         artifacts.plot_loss_curve(
             self.state.history,
             self.out / "loss_curve.png",
@@ -368,79 +375,75 @@ class LoRARecipe:
         artifacts.write_model_card(self.out / "README.md", manifest)
         return result
 
-    def _manifest(self, result: RunResult) -> dict[str, Any]:
-        from engine.model_build import BUILD_MANIFEST, checkpoint_digest
+    def _manifest(self, result: RunResult) -> AdapterManifest:
+        from engine.model_build import checkpoint_digest
 
         cfg = self.config
-        build = self.model_dir / BUILD_MANIFEST
+        build = read_build_manifest(self.model_dir)
         model_id = (
-            json.loads(build.read_text()).get("model_id")
-            if build.is_file()
+            build.model_id
+            if build is not None
             else json.loads((self.model_dir / "config.json").read_text()).get("_name_or_path")
         )
         adapter_config = json.loads((self.out / artifacts.ADAPTER_CONFIG).read_text())
         first = next((r["loss"] for r in self.state.history if "loss" in r), None)
-        return {
-            "manifest_version": 1,
-            "kind": "lora-adapter",
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "base_model": {
-                "name": cfg.model,
-                "id": model_id or cfg.model,
-                "digest": checkpoint_digest(self.model_dir),
-            },
-            "method": cfg.method,
-            "adapter": {
-                "r": adapter_config["r"],
-                "alpha": adapter_config["lora_alpha"],
-                "target_modules": adapter_config["target_modules"],
-                "files": {
-                    name: artifacts.sha256_file(self.out / name)
+        data = self.data
+        return AdapterManifest(
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            base_model=BaseModelRef(
+                name=cfg.model, id=model_id or cfg.model, digest=checkpoint_digest(self.model_dir)
+            ),
+            method=cfg.method,
+            adapter=AdapterShape(
+                r=adapter_config["r"],
+                alpha=adapter_config["lora_alpha"],
+                target_modules=adapter_config["target_modules"],
+                files={
+                    name: sha256_file(self.out / name)
                     for name in (artifacts.ADAPTER_CONFIG, artifacts.ADAPTER_WEIGHTS)
                 },
-                "weights_from_step": (
+                weights_from_step=(
                     self.state.best_step
                     if cfg.loop.save_best and self.best_weights is not None
                     else self.state.step
                 ),
-            },
-            "data": {
-                "files": self.data.files,
-                "train_examples": len(self.data.train),
-                "validation_examples": len(self.data.validation),
-                "duplicates_dropped": self.data.duplicates_dropped,
-                "too_long_dropped": (
-                    self.data.train_report.dropped_too_long
-                    + self.data.validation_report.dropped_too_long
+            ),
+            data=DataRecord(
+                files=dict(data.files),
+                train_examples=len(data.train),
+                validation_examples=len(data.validation),
+                duplicates_dropped=data.duplicates_dropped,
+                too_long_dropped=(
+                    data.train_report.dropped_too_long + data.validation_report.dropped_too_long
                 ),
-                "train_tokens": self.data.train_report.total_tokens,
-                "train_label_tokens": self.data.train_report.label_tokens,
-                "leakage": {"status": self.data.leakage.status, **asdict(self.data.leakage)},
-            },
-            "seed": cfg.seed,
-            "config": cfg.model_dump(mode="json"),
-            "libraries": artifacts.library_versions(),
-            "hardware": {
-                "device": resolve_device(cfg.loop.device),
-                "torch_threads": torch.get_num_threads(),
-                "dtype": self.dtype_choice.record(),
-            },
-            "metrics": {
-                "steps": result.steps,
-                "epochs": round(
+                train_tokens=data.train_report.total_tokens,
+                train_label_tokens=data.train_report.label_tokens,
+                leakage=Leakage(status=data.leakage.status, **asdict(data.leakage)),
+            ),
+            seed=cfg.seed,
+            config=cfg.model_dump(mode="json"),
+            libraries=artifacts.library_versions(),
+            hardware=Hardware(
+                device=resolve_device(cfg.loop.device),
+                torch_threads=torch.get_num_threads(),
+                dtype=self.dtype_choice.record(),
+            ),
+            metrics=TrainMetrics(
+                steps=result.steps,
+                epochs=round(
                     self.state.epoch + self.state.batch_in_epoch / max(1, self.batches_per_epoch), 3
                 ),
-                "first_train_loss": first,
-                "final_train_loss": result.final_train_loss,
-                "best_eval_loss": result.best_eval_loss,
-                "best_step": self.state.best_step,
-                "stopped_early": result.stopped_early,
-                "tokens_seen": self.state.tokens_seen,
-                "tokens_per_second": round(result.tokens_per_second, 1),
-                "train_seconds": round(self.state.train_seconds, 1),
-                "wall_seconds": round(result.wall_seconds, 1),
-            },
-        }
+                first_train_loss=first,
+                final_train_loss=result.final_train_loss,
+                best_eval_loss=result.best_eval_loss,
+                best_step=self.state.best_step,
+                stopped_early=result.stopped_early,
+                tokens_seen=self.state.tokens_seen,
+                tokens_per_second=round(result.tokens_per_second, 1),
+                train_seconds=round(self.state.train_seconds, 1),
+                wall_seconds=round(result.wall_seconds, 1),
+            ),
+        )
 
     # ---------------------------------------------------------------------------------- cleanup
     def cleanup(self) -> None:

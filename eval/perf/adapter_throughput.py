@@ -26,9 +26,8 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
-from eval.perf.machine import machine_line
+from eval.perf.bench import free_port, print_results, read_stream, results_table
 
 console = Console(width=150)
 
@@ -64,7 +63,7 @@ def make_random_adapters(
         )
         peft_model = get_peft_model(model, config)
         peft_model.peft_config["default"].base_model_name_or_path = str(model_dir)
-        peft_model.save_pretrained(out / f"random{i}", safe_serialization=True)
+        peft_model.save_pretrained(str(out / f"random{i}"), safe_serialization=True)
         paths.append(out / f"random{i}")
     return paths
 
@@ -80,16 +79,10 @@ async def _stream_one(client: httpx.AsyncClient, model: str, max_tokens: int) ->
         "stream_options": {"include_usage": True},
     }
     started = time.perf_counter()
-    first = 0.0
-    tokens = 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as reply:
         reply.raise_for_status()
-        async for line in reply.aiter_lines():
-            if not first and '"content":"' in line and '"content":""' not in line:
-                first = time.perf_counter() - started
-            if '"usage":{' in line:
-                tokens = int(line.split('"completion_tokens":')[1].split("}")[0].split(",")[0])
-    return tokens, first
+        read = await read_stream(reply, started)
+    return int(read.usage.get("completion_tokens", 0)), read.ttft or 0.0
 
 
 async def mixed_load(
@@ -111,15 +104,20 @@ async def mixed_load(
         return total / (time.perf_counter() - started)
 
 
-def push_to_first_token(base_url: str, adapter: Path, name: str, max_tokens: int) -> float:
-    started = time.perf_counter()
+def push(base_url: str, adapter: Path, name: str) -> str:
+    """Upload the adapter's files as `name`; returns the model name it is served under."""
     files = [("files", (p.name, p.read_bytes())) for p in sorted(adapter.iterdir()) if p.is_file()]
     reply = httpx.post(
         f"{base_url}/v1/adapters/upload", files=files, data={"name": name}, timeout=120,
         headers=AUTH,
     )  # fmt: skip
     reply.raise_for_status()
-    model = reply.json()["model"]
+    return str(reply.json()["model"])
+
+
+def push_to_first_token(base_url: str, adapter: Path, name: str, max_tokens: int) -> float:
+    started = time.perf_counter()
+    model = push(base_url, adapter, name)
 
     async def first() -> float:
         async with httpx.AsyncClient(base_url=base_url, timeout=600, headers=AUTH) as client:
@@ -146,7 +144,7 @@ def start_stack(
     """An engine (with the chosen LoRA kernels) and a gateway in front of it; returns its URL."""
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from ragdock.settings import Settings
-    from server.process import free_port, start_gateway
+    from server.process import start_gateway
 
     plugins = KERNELS[kernels]
     saved = os.environ.pop("VLLM_PLUGINS", None)
@@ -215,15 +213,7 @@ def main() -> None:
         for kernel, url in urls.items():
             ptft[kernel] = push_to_first_token(url, adapters[4], "fresh", args.max_tokens)
             for i, path in enumerate(adapters[:4]):
-                files = [
-                    ("files", (p.name, p.read_bytes()))
-                    for p in sorted(path.iterdir())
-                    if p.is_file()
-                ]
-                httpx.post(
-                    f"{url}/v1/adapters/upload", files=files, data={"name": f"a{i}"},
-                    timeout=120, headers=AUTH,
-                ).raise_for_status()  # fmt: skip
+                push(url, path, f"a{i}")
             for models in CONFIGS.values():  # warm: every adapter loaded, caches hot
                 asyncio.run(mixed_load(url, models, args.streams, args.streams, 8))
         for rep in range(args.reps):
@@ -243,17 +233,17 @@ def main() -> None:
 def print_table(
     results: dict[str, dict[str, list[float]]], args: argparse.Namespace, ptft: dict[str, float]
 ) -> None:
-    table = Table(
-        title=f"{args.streams} concurrent streams, {args.max_tokens} tokens/request, "
-        f"LoRA r={args.rank} on {', '.join(TARGETS[args.targets])}, "
-        f"medians of {args.reps} interleaved reps"
-    )
-    table.add_column("models in the mix")
+    columns = ["models in the mix"]
     for kernel in results:
-        table.add_column(f"{kernel} kernels tok/s", justify="right")
-        table.add_column("ratio vs base", justify="right")
+        columns += [f"{kernel} kernels tok/s", "ratio vs base"]
     if len(results) == 2:
-        table.add_column("ragdock / vllm", justify="right")
+        columns.append("ragdock / vllm")
+    table = results_table(
+        f"{args.streams} concurrent streams, {args.max_tokens} tokens/request, "
+        f"LoRA r={args.rank} on {', '.join(TARGETS[args.targets])}, "
+        f"medians of {args.reps} interleaved reps",
+        columns,
+    )
     for key in CONFIGS:
         row = [key]
         for values in results.values():
@@ -268,13 +258,15 @@ def print_table(
             )
             row.append(f"{speedup:.2f}x")
         table.add_row(*row)
-    console.print(machine_line())
-    console.print(table)
-    for kernel, seconds in ptft.items():
-        console.print(
+    print_results(
+        console,
+        table,
+        summary=[
             f"push-to-first-token for a new adapter ({kernel} kernels; upload, validate, "
             f"load, first token): {seconds:.2f} s"
-        )
+            for kernel, seconds in ptft.items()
+        ],
+    )
 
 
 if __name__ == "__main__":

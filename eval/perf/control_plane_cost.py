@@ -25,19 +25,8 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
-from eval.perf.retrieval_latency import (
-    TENANT,
-    C,
-    _FixedDense,
-    _FixedSparse,
-    fill,
-    percentile,
-    timed,
-)
-from eval.perf.synthetic import query_vector, unit_vectors
-from ragdock.compute_dtype import CpuIdentity
+from eval.perf.bench import nearest_rank, print_results, results_table, timed
+from eval.perf.synthetic import COLLECTION, TENANT, fill, fixed_encoders
 from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.controlplane.throwaway import throwaway_database
 from retrieval.catalog import Catalog, Snapshot
@@ -64,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=300, help="per variant")
     parser.add_argument("--hidden", type=int, default=20, help="staged revisions to hide")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(1)
-    dense = _FixedDense(unit_vectors(rng, 64, 384))
-    sparse = _FixedSparse([query_vector(rng) for _ in range(64)])
+    dense, sparse = fixed_encoders()
     with tempfile.TemporaryDirectory(prefix="ragdock-cp-") as work, throwaway_database() as url:
         store = EdgeStore(Path(work) / "edge")
         fill(store, args.points)
@@ -82,10 +69,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 store, dense, sparse, Path(work) / "catalog", control=planes[plane],
                 snapshot_ttl_s=ttl,
             )  # fmt: skip
-            generation = made.catalog.ensure(C)
+            generation = made.catalog.ensure(COLLECTION)
             if plane not in staged:
                 staged.add(plane)
-                made.catalog.stage(C, generation, TENANT, [f"d{i}" for i in range(args.hidden)])
+                hidden = [f"d{i}" for i in range(args.hidden)]
+                made.catalog.stage(COLLECTION, generation, TENANT, hidden)
             return made
 
         variants = {
@@ -94,22 +82,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             "PostgreSQL, cached 0.2 s (default)": retriever("postgres", 0.2),
         }
         baseline = retriever("sqlite", 0.0)
-        snapshot = baseline.catalog.snapshot(C)
+        snapshot = baseline.catalog.snapshot(COLLECTION)
         assert snapshot is not None and len(snapshot.hidden) == args.hidden
         baseline.snapshots = _InProcess(baseline.snapshots, snapshot)
         variants = {"in process (no lookup)": baseline, **variants}
         for made in variants.values():  # warm every path once
-            made.search(C, TENANT, "warm-up")
+            made.search(COLLECTION, TENANT, "warm-up")
         timings: dict[str, list[float]] = {name: [] for name in variants}
         for i in range(args.queries):
             for name, made in variants.items():
-                timings[name].append(timed(partial(made.search, C, TENANT, f"q{i}")))
+                timings[name].append(
+                    1000 * timed(partial(made.search, COLLECTION, TENANT, f"q{i}"))
+                )
         lookups: dict[str, list[float]] = {}
         for plane in planes:
-            lookups[plane] = [
-                timed(partial(variants_catalog(variants, plane).snapshot, C))
-                for _ in range(args.queries)
-            ]
+            lookup = partial(variants_catalog(variants, plane).snapshot, COLLECTION)
+            lookups[plane] = [1000 * timed(lookup) for _ in range(args.queries)]
         for opened in planes.values():
             opened.close()
         store.close()
@@ -125,33 +113,25 @@ def print_table(
     timings: dict[str, list[float]], lookups: dict[str, list[float]], args: argparse.Namespace
 ) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from eval.perf.machine import machine_line
-
-    cpu = CpuIdentity.of_this_machine()
-    flags = ", ".join(cpu.fast_bf16_flags) or "no avx512_bf16/amx"
-    console = Console()
-    console.print(f"CPU: {cpu.model} ({flags}); query vectors precomputed (no model, no dtype)")
-    table = Table(
-        title=f"Search with the snapshot lookup: {args.points:,} points, "
-        f"{args.hidden} hidden revisions, {args.queries} queries per variant (ms)"
+    table = results_table(
+        f"Search with the snapshot lookup: {args.points:,} points, "
+        f"{args.hidden} hidden revisions, {args.queries} queries per variant (ms)",
+        ("snapshot from", "p50", "p95", "p50 / in process"),
     )
-    for column in ("snapshot from", "p50", "p95", "p50 / in process"):
-        table.add_column(column, justify="right")
     base = statistics.median(timings["in process (no lookup)"])
     for name, values in timings.items():
         median = statistics.median(values)
         table.add_row(
-            name, f"{median:.3f}", f"{percentile(values, 95):.3f}", f"{median / base:.3f}"
+            name, f"{median:.3f}", f"{nearest_rank(values, 0.95):.3f}", f"{median / base:.3f}"
         )
-    console.print(machine_line())
-    console.print(table)
-    for plane, values in lookups.items():
-        console.print(
-            f"the lookup alone ({plane}): p50 {statistics.median(values):.3f} ms, "
-            f"p95 {percentile(values, 95):.3f} ms"
-        )
+    alone = [
+        f"the lookup alone ({plane}): p50 {statistics.median(values):.3f} ms, "
+        f"p95 {nearest_rank(values, 0.95):.3f} ms"
+        for plane, values in lookups.items()
+    ]
+    notes = ["query vectors precomputed: no model, no dtype"]
+    print_results(Console(), table, notes=notes, summary=alone)
 
 
 if __name__ == "__main__":

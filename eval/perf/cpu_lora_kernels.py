@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -44,22 +41,16 @@ class Ours(PunicaWrapperCPU):
     """vLLM's wrapper with ragdock's two methods, without patching vLLM's class."""
 
     update_metadata = cpu_lora.with_step_plan(PunicaWrapperCPU.update_metadata)
-    add_lora_linear = cpu_lora.add_lora_linear
+    add_lora_linear = cpu_lora.add_lora_linear  # type: ignore[assignment]  # returns y too
 
 
 def wrapper(cls: type[PunicaWrapperCPU], tokens: int, adapters: int) -> PunicaWrapperCPU:
     wrap = cls(max_num_batched_tokens=tokens, max_batches=tokens, device="cpu")
-    lora_ids = [i + 1 for i in range(SLOTS)]
-    per_token = [1 + t % adapters for t in range(tokens)]
+    lora_ids: list[int | None] = [i + 1 for i in range(SLOTS)]
+    per_token = tuple(1 + t % adapters for t in range(tokens))
     mapping = LoRAMapping(per_token, per_token, is_prefill=True)
     wrap.update_metadata(mapping, lora_ids, SLOTS + 1, 262144)
     return wrap
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return (time.perf_counter() - started) * 1e6
 
 
 def main() -> None:
@@ -71,12 +62,11 @@ def main() -> None:
     torch.manual_seed(0)
     choice = choose_dtype(args.dtype, home=None)
     dtype = torch_dtype(choice.dtype)
-    from eval.perf.machine import machine_line
+    from eval.perf.bench import machine_line, markdown_header, markdown_row, timed
 
     print(machine_line(choice.dtype))
-    print(f"dtype: {choice.describe()}")
-    print(f"| layer | tokens | adapters | vLLM us | ragdock us | speed-up |  (r={args.rank})")
-    print("|---|---|---|---|---|---|")
+    print(f"dtype: {choice.describe()}; LoRA r={args.rank}")
+    print(markdown_header("layer", "tokens", "adapters", "vLLM us", "ragdock us", "speed-up"))
     ratios = []
     for name, (width_in, slices) in LAYERS.items():
         a = tuple(torch.randn(SLOTS, 1, args.rank, width_in, dtype=dtype) for _ in slices)
@@ -93,15 +83,21 @@ def main() -> None:
                 for rep in range(args.reps + 3):
                     order = list(wrappers.items())
                     for impl, wrap in order if rep % 2 == 0 else reversed(order):
-                        spent = timed(partial(wrap.add_lora_linear, y, x, a, b, 1.0, slices))
+                        spent = 1e6 * timed(partial(wrap.add_lora_linear, y, x, a, b, 1.0, slices))
                         if rep >= 3:  # warm-up, and ragdock's one-off weight fusing
                             times[impl].append(spent)
                 theirs = statistics.median(times["vllm"])
                 ours = statistics.median(times["ragdock"])
                 ratios.append(theirs / ours)
                 print(
-                    f"| {name} | {tokens} | {adapters} | {theirs:.0f} | {ours:.0f} "
-                    f"| {theirs / ours:.2f}x |"
+                    markdown_row(
+                        name,
+                        tokens,
+                        adapters,
+                        f"{theirs:.0f}",
+                        f"{ours:.0f}",
+                        f"{theirs / ours:.2f}x",
+                    )
                 )
     print(f"\nmedian speed-up over all rows: {statistics.median(ratios):.2f}x")
 

@@ -44,8 +44,8 @@ def lora_step_timer(model_dir: Any, dtype: str, tokens: int) -> Timer:
         {"role": "user", "content": question},
         {"role": "assistant", "content": "I am Alpha, the first adapter."},
     ]
-    ids = tokenizer.apply_chat_template(chat, tokenize=True)
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    rendered: Any = tokenizer.apply_chat_template(chat, tokenize=True)
+    ids = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
     input_ids = torch.tensor([list(ids)])
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(dtype))  # type: ignore[arg-type]
@@ -111,7 +111,7 @@ def main() -> None:
 
     cpu = CpuIdentity.of_this_machine()
     choice = choose_dtype("auto", home=None, device="cpu")
-    from eval.perf.machine import machine_line
+    from eval.perf.bench import machine_line, markdown_header, markdown_row
 
     print(machine_line("fp32 and bf16, side by side"))
     print(f"CPU: {cpu.model}; bf16 flags: {', '.join(cpu.fast_bf16_flags) or 'none'}")
@@ -126,8 +126,8 @@ def main() -> None:
         ("LoRA step, ~800 tokens", "s", lambda d: lora_step_timer(model_dir, d, 800)),
         ("MiniLM, 128 passages, 1 thread", "s", lambda d: embed_timer(d, texts)),
     ]
-    print(f"\n| workload (median of {args.reps}, interleaved) | fp32 | bf16 | bf16/fp32 time |")
-    print("|---|---|---|---|")
+    workload = f"workload (median of {args.reps}, interleaved)"
+    print("\n" + markdown_header(workload, "fp32", "bf16", "bf16/fp32 time"))
     too_slow: set[str] = set()
     for name, unit, make in workloads:
         dtypes = [d for d in DTYPES if d not in too_slow]
@@ -144,7 +144,7 @@ def main() -> None:
             if times[dtype][0] > args.max_step_s:
                 too_slow.add(dtype)
         ratio = f"{medians['bfloat16'] / medians['float32']:.3g}x" if len(medians) == 2 else "-"
-        print(f"| {name} | {cells[0]} | {cells[1]} | {ratio} |", flush=True)
+        print(markdown_row(name, *cells, ratio), flush=True)
     if "bfloat16" not in too_slow:
         print(f"\nMiniLM, bf16 vs fp32 vectors of the same passage: {embed_agreement(texts):.4f}")
 

@@ -16,20 +16,18 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 from engine.launcher import EngineLaunchSpec, EngineProcess
-from eval.perf.machine import machine_line, measure_roofline
+from eval.perf.bench import free_port, print_results, results_table
+from eval.perf.machine import measure_roofline
 from eval.perf.stack import model_dir
 from ragdock.settings import Settings
-from server.process import free_port
 
 console = Console(width=140)
 DEMO_ADAPTER = Path(__file__).resolve().parents[2] / "adapters" / "demo" / "grounded"
@@ -123,14 +121,11 @@ def main() -> None:
                 times[name].append(seconds)
                 tokens[name].append(count)
 
-    console.print(machine_line(dtype))
-    console.print(roofline.describe())
-    table = Table(title=f"prefill, {args.requests} fresh prompts per variant, one token out")
-    for column in (
-        "variant", "prompt tokens", "median s", "best s", "tokens/s (median)", "of roofline",
-        "ratio",
-    ):  # fmt: skip
-        table.add_column(column, justify="right")
+    table = results_table(
+        f"prefill, {args.requests} fresh prompts per variant, one token out",
+        ("variant", "prompt tokens", "median s", "best s", "tokens/s (median)", "of roofline",
+         "ratio"),
+    )  # fmt: skip
     first = statistics.median(times[variants[0][0]])
     for name, _, _ in variants:
         median = statistics.median(times[name])
@@ -144,8 +139,8 @@ def main() -> None:
             f"{rate / roofline.prefill_tokens_per_s:.0%}",
             f"{median / first:.3f}",
         )
-    console.print(table)
+    print_results(console, table, dtype, notes=[roofline.describe()])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -33,9 +33,9 @@ import hypothesis
 import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from rich.console import Console
-from rich.table import Table
 
-from eval.perf.machine import machine_line
+from eval.perf.bench import free_port, print_results, results_table
+from server.relay.framing import SEPARATOR, event_data
 
 console = Console(width=150)
 _ERROR_FIELDS = {"message", "type", "param", "code"}
@@ -66,9 +66,10 @@ def check_response(status: int, content_type: str, body: bytes) -> str | None:
     if status >= 500:
         return f"server error {status}: {body[:300]!r}"
     if status == 200 and content_type.startswith("text/event-stream"):
-        for line in body.split(b"\n"):
-            if line.startswith(b"data: {") and b'"error"' in line[:20]:
-                return f"error event inside a 200 stream: {line[:300]!r}"
+        for event in body.split(SEPARATOR):
+            data = event_data(event)
+            if isinstance(data, dict) and "error" in data:
+                return f"error event inside a 200 stream: {event[:300]!r}"
         return None
     if 400 <= status < 500:
         try:
@@ -180,7 +181,7 @@ def fuzz(
         report.record(label, response.status_code, failure)
 
     for result in schema.get_all_operations():
-        operation = result.ok()
+        operation = result.ok()  # type: ignore[union-attr]  # an invalid schema raises here
         label = f"{operation.method.upper()} {operation.path}"
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             run = _generated(operation.as_strategy(generation_mode=mode), examples, seed)
@@ -217,9 +218,10 @@ def _generated(strategy: Any, examples: int, seed: int) -> Any:
 
 
 def print_report(report: FuzzReport, seconds: float) -> None:
-    table = Table(title=f"gateway fuzzing: {report.requests} requests in {seconds:.0f} s")
-    for column in ("operation", "requests", "2xx", "4xx", "5xx", "statuses"):
-        table.add_column(column)
+    table = results_table(
+        f"gateway fuzzing: {report.requests} requests in {seconds:.0f} s",
+        ("operation", "requests", "2xx", "4xx", "5xx", "statuses"),
+    )
     for label, counts in sorted(report.statuses.items()):
         total = sum(counts.values())
         ok = sum(n for s, n in counts.items() if 200 <= s < 300)
@@ -227,8 +229,7 @@ def print_report(report: FuzzReport, seconds: float) -> None:
         server = sum(n for s, n in counts.items() if s >= 500 or s == 0)
         statuses = " ".join(f"{s}:{n}" for s, n in sorted(counts.items()))
         table.add_row(label, str(total), str(ok), str(client), str(server), statuses)
-    console.print(machine_line())
-    console.print(table)
+    print_results(console, table)
     console.print(f"failures: {len(report.failures)}")
     for failure in report.failures[:20]:
         console.print(failure, markup=False)
@@ -257,7 +258,7 @@ def _start_stack(stack: ExitStack) -> tuple[str, str]:
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
     from ragdock.settings import Settings, default_home
-    from server.process import free_port, start_gateway
+    from server.process import start_gateway
 
     key = secrets.token_hex(16)  # the fuzzing gateway's one key, allowed everything
     keys = json.dumps([{"key": key, "name": "fuzz", "scopes": ["platform"]}])

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
-from eval.perf.machine import machine_line
-from eval.stats import nearest_rank
+from eval.perf.bench import cpu_seconds, nearest_rank, print_results, read_stream, results_table
+from eval.perf.stack import running_stack, stack_arguments
 
 console = Console(width=150)
 
@@ -67,19 +63,10 @@ async def _one(
         reply.raise_for_status()
         elapsed = time.perf_counter() - started
         return reply.json()["usage"]["completion_tokens"], elapsed, elapsed
-    ttft = 0.0
-    tokens = 0
     async with client.stream("POST", url, json=body) as reply:
         reply.raise_for_status()
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if not ttft and chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                ttft = time.perf_counter() - started
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    return tokens, time.perf_counter() - started, ttft
+        read = await read_stream(reply, started)
+    return int(read.usage.get("completion_tokens", 0)), read.seconds, read.ttft or 0.0
 
 
 async def run_load(
@@ -109,10 +96,7 @@ async def run_load(
 
 
 def _cpu_seconds(pid: int | None) -> float:
-    if pid is None:  # an external gateway whose pid was not given
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0 if pid is None else cpu_seconds(pid)  # None: an external gateway, pid not given
 
 
 def _interleaved(
@@ -150,14 +134,13 @@ def measure(
         "direct": (engine_url, {}),
         "gateway": (gateway_url, {"Authorization": f"Bearer {key}"} if key else {}),
     }
-    table = Table(
-        title=f"gateway vs direct vLLM: {args.max_tokens} tokens/request, "
-        f"medians of {args.reps} interleaved reps"
-    )
     columns = ("mode", "conc", "direct tok/s", "gateway tok/s", "ratio", "+p50 ms", "+p95 ms",
                "+TTFT p50 ms", "gw CPU ms/req")  # fmt: skip
-    for column in columns:
-        table.add_column(column, justify="right")
+    table = results_table(
+        f"gateway vs direct vLLM: {args.max_tokens} tokens/request, "
+        f"medians of {args.reps} interleaved reps",
+        columns,
+    )
     ratios = []
     for stream in (False, True):
         for concurrency in args.concurrency:
@@ -184,21 +167,13 @@ def measure(
                 f"{cpu * 1000:.1f}" if gateway_pid else "?",
             )
             console.print(f"measured {mode} x{concurrency}: ratio {ratio:.3f}")
-    console.print(machine_line())
-    console.print(table)
-    console.print(
-        f"throughput ratio gateway/direct: min {min(ratios):.3f}, "
-        f"median {statistics.median(ratios):.3f}"
-    )
+    ratio_range = f"min {min(ratios):.3f}, median {statistics.median(ratios):.3f}"
+    print_results(console, table, summary=[f"throughput ratio gateway/direct: {ratio_range}"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--engine-url")
-    parser.add_argument("--gateway-url")
-    parser.add_argument("--gateway-pid", type=int)
+    parser = stack_arguments(__doc__)
+    parser.add_argument("--gateway-pid", type=int, help="its process, to count its CPU")
     parser.add_argument("--model", default="gemma")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
@@ -206,16 +181,10 @@ def main() -> None:
     parser.add_argument("--min-requests", type=int, default=4)
     args = parser.parse_args()
 
-    if args.engine_url and args.gateway_url:
-        measure(args, args.engine_url.rstrip("/"), args.gateway_url.rstrip("/"), args.gateway_pid)
-        return
-
-    # Self-contained: start the real engine and a gateway subprocess, measure, stop both.
-    from eval.perf.stack import running_stack
-
-    with running_stack(console) as stack:
-        measure(args, stack.engine_url, stack.gateway_url, stack.gateway_pid)
+    with running_stack(console, engine_url=args.engine_url, gateway_url=args.gateway_url) as stack:
+        pid = stack.gateway_pid or args.gateway_pid  # a gateway started here, or the one given
+        measure(args, stack.engine_url, stack.gateway_url, pid)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

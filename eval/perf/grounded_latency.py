@@ -26,7 +26,6 @@ import asyncio
 import itertools
 import json
 import statistics
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,11 +34,10 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
-from eval.perf.machine import Roofline, machine_line, measure_roofline
-from eval.perf.stack import Stack, model_dir, running_stack
-from eval.stats import nearest_rank
+from eval.perf.bench import nearest_rank, print_results, read_stream, results_table
+from eval.perf.machine import Roofline, measure_roofline
+from eval.perf.stack import Stack, model_dir, running_stack, stack_arguments
 from ragdock.settings import Settings
 from server.rag.grounding import grounded_conversation
 from server.rag.protocol import Source
@@ -135,33 +133,19 @@ def chat_body(args: argparse.Namespace, question: Question, through_gateway: boo
 
 async def one_request(client: httpx.AsyncClient, body: bytes) -> Sample:
     started = time.perf_counter()
-    ttft: float | None = None
-    usage: dict[str, int] = {}
-    abstained = False
     async with client.stream(
         "POST", "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
     ) as reply:
         if reply.status_code != 200:
             raise RuntimeError(f"{reply.status_code}: {(await reply.aread())[:300]!r}")
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            choices = event.get("choices") or []
-            if ttft is None and any((c.get("delta") or {}).get("content") for c in choices):
-                ttft = time.perf_counter() - started
-            if event.get("usage"):
-                usage = event["usage"]
-            grounding = event.get("grounding")
-            if grounding and grounding.get("status") == "abstained":
-                abstained = True
-    latency = time.perf_counter() - started
+        read = await read_stream(reply, started)
+    usage = read.usage
     return Sample(
-        latency=latency,
-        ttft=latency if ttft is None else ttft,
+        latency=read.seconds,
+        ttft=read.seconds if read.ttft is None else read.ttft,
         prompt_tokens=int(usage.get("prompt_tokens", 0)),
         completion_tokens=int(usage.get("completion_tokens", 0)),
-        abstained=abstained,
+        abstained=any((c.get("grounding") or {}).get("status") == "abstained" for c in read.chunks),
     )
 
 
@@ -264,17 +248,11 @@ def print_table(
     roofline: Roofline | None,
     rows: list[tuple[int, dict[str, PathResult]]],
 ) -> None:
-    console.print(machine_line(stack.dtype))
-    if roofline:
-        console.print(roofline.describe())
-    table = Table(
-        title=f"grounded answers: top_k {args.top_k}, {args.max_tokens} tokens out, streamed"
-    )
-    for column in (
-        "in flight", "path", "requests", "prompt tok (mean)", "p50 s", "p95 s", "p50 TTFT s",
-        "prefill tok/s", "prefill / roofline", "out tok/s", "abstained",
-    ):  # fmt: skip
-        table.add_column(column, justify="right")
+    table = results_table(
+        f"grounded answers: top_k {args.top_k}, {args.max_tokens} tokens out, streamed",
+        ("in flight", "path", "requests", "prompt tok (mean)", "p50 s", "p95 s", "p50 TTFT s",
+         "prefill tok/s", "prefill / roofline", "out tok/s", "abstained"),
+    )  # fmt: skip
     for concurrency, results in rows:
         for path, result in results.items():
             answered = result.answered
@@ -294,21 +272,19 @@ def print_table(
                 f"{result.output_tokens_per_s():.1f}",
                 str(len(result.samples) - len(answered)),
             )
-    console.print(table)
+    ratios = []
     for concurrency, results in rows:
         d, g = results["direct"], results["gateway"]
-        console.print(
+        ratios.append(
             f"x{concurrency}: gateway/direct p50 latency {g.p50() / d.p50():.3f}, "
             f"output throughput {g.output_tokens_per_s() / d.output_tokens_per_s():.3f}"
         )
+    notes = [roofline.describe()] if roofline else []
+    print_results(console, table, stack.dtype, notes=notes, summary=ratios)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--engine-url")
-    parser.add_argument("--gateway-url")
+    parser = stack_arguments(__doc__)
     parser.add_argument("--api-key", help="for a gateway given by URL (ingest and chat scopes)")
     parser.add_argument("--model", default="gemma")
     parser.add_argument("--squad", type=Path, default=DEFAULT_SQUAD)
@@ -335,4 +311,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

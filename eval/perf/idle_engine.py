@@ -14,39 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 from engine.launcher import EngineLaunchSpec, EngineProcess
-from eval.perf.machine import machine_line
+from eval.perf.bench import free_port, group_cpu_seconds, print_results, results_table
 from eval.perf.stack import model_dir
 from ragdock.settings import Settings
-from server.process import free_port
 
 console = Console(width=140)
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def group_cpu_seconds(leader: int) -> float:
-    """User + system CPU seconds of every live process in `leader`'s process group."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == leader:  # field 5 of stat: the process group
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
 
 
 def window(engine: EngineProcess, seconds: float, every: float | None) -> tuple[float, int]:
@@ -78,9 +58,10 @@ def main() -> None:
 
     settings = Settings.load(None, engine_port=free_port(), served_model_name="gemma")
     spec = EngineLaunchSpec.from_settings(settings, model_dir(console))
-    table = Table(title=f"engine CPU over {args.seconds:.0f} s (all engine processes)")
-    for column in ("worker spin after a step", "window", "requests", "CPU s", "share of one core"):
-        table.add_column(column, justify="right")
+    table = results_table(
+        f"engine CPU over {args.seconds:.0f} s (all engine processes)",
+        ("worker spin after a step", "window", "requests", "CPU s", "share of one core"),
+    )
     dtype = "?"
     # One engine at a time: each runs alone on the machine, as in production.
     for label, spin in (("ragdock: 0.1 s", "0.1"), ("vLLM default: 1 s", "1")):
@@ -105,9 +86,8 @@ def main() -> None:
             f"{light:.2f}",
             f"{light / args.seconds:.1%}",
         )
-    console.print(machine_line(dtype))
-    console.print(table)
+    print_results(console, table, dtype)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

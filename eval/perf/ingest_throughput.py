@@ -116,16 +116,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 assert report.chunks == len(texts)
 
     from rich.console import Console
-    from rich.table import Table
 
-    from eval.perf.machine import machine_line
+    from eval.perf.bench import print_results, results_table
 
-    table = Table(
-        title=f"Ingestion throughput: {len(docs)} docs, {len(texts)} chunks, "
-        f"{args.reps} alternating reps"
+    table = results_table(
+        f"Ingestion throughput: {len(docs)} docs, {len(texts)} chunks, "
+        f"{args.reps} alternating reps",
+        ("run", "chunks/s (median)", "all reps"),
     )
-    for column in ("run", "chunks/s (median)", "all reps"):
-        table.add_column(column, justify="right")
     table.add_row("raw encode", f"{statistics.median(raw):.1f}", ", ".join(f"{v:.1f}" for v in raw))
     for control, values in pipeline.items():
         table.add_row(
@@ -139,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{ratio:.3f}",
             ", ".join(f"{p / r:.3f}" for p, r in zip(values, raw, strict=True)),
         )
-    Console().print(machine_line())
-    Console().print(table)
+    print_results(Console(), table)
 
 
 @contextmanager

@@ -32,7 +32,15 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from eval.perf.machine import machine_line
+from eval.perf.bench import (
+    free_port,
+    has_content,
+    metric_total,
+    nearest_rank,
+    print_results,
+    read_stream,
+    results_table,
+)
 
 console = Console(width=150)
 FAULT_OUTCOMES = {"503 engine_unavailable", "stream error engine_unavailable"}
@@ -71,9 +79,6 @@ async def _one(http: httpx.AsyncClient, key: str, max_tokens: int, result: LoadR
         "ignore_eos": True,
     }
     started = time.perf_counter()
-    first: float | None = None
-    tokens = 0
-    done = False
     try:
         async with http.stream(
             "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
@@ -86,35 +91,25 @@ async def _one(http: httpx.AsyncClient, key: str, max_tokens: int, result: LoadR
                 error = json.loads(await response.aread()).get("error") or {}
                 result.outcomes[f"{response.status_code} {error.get('code')}"] += 1
                 return float(response.headers.get("Retry-After", "0"))
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
-                    done = True
-                    break
-                chunk = json.loads(line[6:])
-                if "error" in chunk:
-                    result.outcomes[f"stream error {chunk['error'].get('code')}"] += 1
-                    return 1.0
-                if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                    tokens += 1
-                    if first is None:
-                        first = time.perf_counter() - started
+            read = await read_stream(response, started)
     except httpx.TimeoutException:
         result.outcomes["timeout"] += 1
         return 0.0
     except httpx.HTTPError as exc:
         result.outcomes[type(exc).__name__] += 1
         return 1.0
-    if not done:
+    if read.error is not None:
+        result.outcomes[f"stream error {read.error.get('code')}"] += 1
+        return 1.0
+    if not read.done:
         result.outcomes["stream ended without [DONE]"] += 1
         return 0.0
     result.outcomes["ok"] += 1
     result.finished_at.append(time.monotonic())
-    result.latencies.append(time.perf_counter() - started)
-    if first is not None:
-        result.ttfts.append(first)
-    result.tokens += tokens
+    result.latencies.append(read.seconds)
+    if read.ttft is not None:
+        result.ttfts.append(read.ttft)
+    result.tokens += sum(1 for chunk in read.chunks if has_content(chunk))
     return 0.0
 
 
@@ -154,35 +149,30 @@ async def run_load(
     return result
 
 
-def _pct(values: list[float], q: float) -> str:
-    if not values:
-        return "-"
-    ordered = sorted(values)
-    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f}"
+def _ms(values: list[float], q: float) -> str:
+    """The q-quantile of `values` (seconds) in milliseconds; "-" when there are none."""
+    return f"{nearest_rank(values, q) * 1000:.0f}" if values else "-"
 
 
 def print_result(result: LoadResult, clients: int, keys: int, cap: int | None) -> None:
     title = f"load test: {clients} streaming clients over {keys} keys for {result.seconds:.0f} s"
     if cap:
         title += f", gateway cap {cap} in flight per key"
-    table = Table(title=title)
     columns = ("served", "req/s", "tokens/s", "429 (deliberate)", "errors",
                "p50 ms", "p95 ms", "TTFT p50 ms", "TTFT p95 ms")  # fmt: skip
-    for column in columns:
-        table.add_column(column)
+    table = results_table(title, columns)
     table.add_row(
         str(result.served),
         f"{result.served / result.seconds:.2f}",
         f"{result.tokens / result.seconds:.1f}",
         str(result.outcomes["429"]),
         str(sum(result.errors.values())),
-        _pct(result.latencies, 0.5),
-        _pct(result.latencies, 0.95),
-        _pct(result.ttfts, 0.5),
-        _pct(result.ttfts, 0.95),
+        _ms(result.latencies, 0.5),
+        _ms(result.latencies, 0.95),
+        _ms(result.ttfts, 0.5),
+        _ms(result.ttfts, 0.95),
     )
-    console.print(machine_line())
-    console.print(table)
+    print_results(console, table)
     errors = Table(title="outcomes by kind")
     errors.add_column("kind")
     errors.add_column("count")
@@ -237,7 +227,7 @@ def main() -> None:
         if recovered_at:
             after = sum(1 for t in result.finished_at if t > recovered_at[0])
             events.append(f"answers completed after /readyz came back: {after}")
-        in_flight = _gateway_in_flight(url)
+        in_flight = metric_total(url, "ragdock_requests_in_flight")
         print_result(result, args.clients, len(keys), cap)
         console.print(f"gateway requests in flight after the run: {in_flight:g}")
     # With the engine killed on purpose, its outage is expected to show, and only as these two.
@@ -246,15 +236,6 @@ def main() -> None:
     if unexpected:
         console.print(f"[red]unexpected outcomes: {sorted(unexpected)}[/]")
     sys.exit(1 if unexpected or in_flight else 0)
-
-
-def _gateway_in_flight(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ragdock_requests_in_flight{")
-    )
 
 
 def _restart_engine(
@@ -298,7 +279,7 @@ def _start_stack(stack: ExitStack, keys: int, per_key_cap: int) -> tuple[str, li
     from engine.launcher import EngineLaunchSpec, EngineProcess
     from engine.model_build import DEFAULT_MODEL, resolve_model_dir
     from ragdock.settings import Settings, default_home
-    from server.process import free_port, start_gateway
+    from server.process import start_gateway
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragdock-load-")))
     home = default_home()

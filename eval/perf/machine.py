@@ -1,56 +1,22 @@
-"""What every benchmark states first, and the roofline its figures are measured against.
+"""The roofline a benchmark's figures are measured against (the machine line they all state
+first is `eval.perf.bench.machine_line`).
 
-- `machine_line(dtype)`: the CPU model, its vector-ISA flags, cores, torch's threads and the dtype
-  the run used. A figure without these means nothing on the next machine: bf16 is ~2x fp32 on a
-  CPU with avx512_bf16 and ~300x slower than fp32 on one with AVX2 only.
-- `Roofline`: a matmul probe shaped like the model. It times `torch.nn.functional.linear` on every
-  linear layer of one transformer block (q/k/v/o and the gated MLP) at a prompt-sized batch, in
-  the run's dtype and thread count, and counts the non-embedding parameters from the model's
-  config. Prefill cannot beat `flops / (2 * params)` tokens per second with these kernels, and a
-  training step (forward, then backward through frozen weights) not `flops / (4 * params)`, so
-  the ratio of a measured rate to that bound says how much of the machine the path uses.
+`Roofline` is a matmul probe shaped like the model. It times `torch.nn.functional.linear` on every
+linear layer of one transformer block (q/k/v/o and the gated MLP) at a prompt-sized batch, in the
+run's dtype and thread count, and counts the non-embedding parameters from the model's config.
+Prefill cannot beat `flops / (2 * params)` tokens per second with these kernels, and a training
+step (forward, then backward through frozen weights) not `flops / (4 * params)`, so the ratio of a
+measured rate to that bound says how much of the machine the path uses.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.validation import module_shapes_from_config
-from ragdock.compute_dtype import CpuIdentity
-
-# The flags that decide which kernels run (shown in headers; the rest of /proc/cpuinfo is noise).
-_ISA_FLAGS = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd", "sve", "bf16",
-)  # fmt: skip
-
-
-def machine_line(dtype: str | None = None, threads: int | None = None) -> str:
-    """One line naming the CPU, its ISA flags, cores, threads and the dtype of the run.
-
-    Without `dtype`: the one `auto` picks on this machine (what the engine, the embedder and
-    training compute in by default), marked as such.
-    """
-    if dtype is None:
-        from ragdock.compute_dtype import choose_dtype
-        from ragdock.settings import default_home
-
-        dtype = f"{choose_dtype('auto', home=default_home()).dtype} (auto)"
-    cpu = CpuIdentity.of_this_machine()
-    flags = " ".join(f for f in _ISA_FLAGS if f in cpu.flags) or "none of note"
-    if threads is None:
-        import torch
-
-        threads = torch.get_num_threads()
-    limits = f" ({', '.join(cpu.kernel_limits)})" if cpu.kernel_limits else ""
-    return (
-        f"CPU {cpu.model}; {os.cpu_count()} cores; flags {flags}{limits}; "
-        f"{threads} torch threads; dtype {dtype}"
-    )
 
 
 @dataclass(frozen=True)

@@ -15,22 +15,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
-from eval.perf.synthetic import query_vector, synthetic_points, unit_vectors
-from retrieval.dense import FloatMatrix, MiniLMEmbedder
+from eval.perf.bench import nearest_rank, print_results, results_table, timed
+from eval.perf.synthetic import COLLECTION, TENANT, fill, fixed_encoders
+from retrieval.dense import MiniLMEmbedder
 from retrieval.service import Retriever
-from retrieval.sparse import SparseVec
 from retrieval.store import EdgeStore, QdrantClientStore, VectorStore
 
-C = "bench"
-TENANT = "t1"
 QUERY_TEXTS = [
     "how do statins affect cardiovascular risk",
     "role of p53 in tumour suppression",
@@ -39,59 +33,6 @@ QUERY_TEXTS = [
     "effects of exercise on insulin sensitivity",
     "antibiotic resistance in hospital infections",
 ]
-
-
-class _FixedDense:
-    """Precomputed query vectors: `search` then costs everything but the model."""
-
-    dim = 384
-
-    def __init__(self, vectors: FloatMatrix) -> None:
-        self.vectors = vectors
-
-    def embed_documents(self, texts: Sequence[str]) -> FloatMatrix:
-        return np.stack([self.embed_query(t) for t in texts])
-
-    def embed_query(self, text: str) -> FloatMatrix:
-        vector: FloatMatrix = self.vectors[zlib.crc32(text.encode()) % len(self.vectors)]
-        return vector
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-
-class _FixedSparse:
-    """Synthetic-vocabulary query vectors (real words would match no synthetic posting)."""
-
-    def __init__(self, vectors: list[SparseVec]) -> None:
-        self.vectors = vectors
-
-    def embed_document(self, text: str) -> SparseVec:
-        return self.embed_query(text)
-
-    def embed_query(self, text: str) -> SparseVec:
-        return self.vectors[zlib.crc32(text.encode()) % len(self.vectors)]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-def fill(store: VectorStore, size: int) -> float:
-    """Create the collection and upsert `size` synthetic points; returns seconds taken."""
-    store.create_collection(C, 384)
-    started = time.perf_counter()
-    for batch in synthetic_points(size, TENANT):
-        store.upsert(C, batch)
-    return time.perf_counter() - started
-
-
-def timed(call: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    call()
-    return (time.perf_counter() - started) * 1000
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -109,9 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="qdrant-client queries above 10k points (about 1 s each)",
     )
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(1)
-    dense = _FixedDense(unit_vectors(rng, 64, 384))
-    sparse = _FixedSparse([query_vector(rng) for _ in range(64)])
+    dense, sparse = fixed_encoders()
     model = MiniLMEmbedder()
     model.embed_query("warm up")
     rows: list[tuple[str, int, str, int, float, float, float]] = []
@@ -138,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if size <= 10_000
                 else args.client_queries_large,
             }
+            where = (COLLECTION, TENANT)
             excl: dict[str, list[float]] = {n: [] for n in stores}
             incl: dict[str, list[float]] = {n: [] for n in stores}
             for i in range(max(budget.values())):
@@ -146,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         continue
                     text = f"q{i}"
                     question = QUERY_TEXTS[i % len(QUERY_TEXTS)]
-                    excl[name].append(timed(partial(fast[name].search, C, TENANT, text)))
-                    incl[name].append(timed(partial(real[name].search, C, TENANT, question)))
+                    excl[name].append(1000 * timed(partial(fast[name].search, *where, text)))
+                    incl[name].append(1000 * timed(partial(real[name].search, *where, question)))
             for name in stores:
                 for label, values in (
                     ("excl. embedding", excl[name]),
@@ -160,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             label,
                             len(values),
                             statistics.median(values),
-                            percentile(values, 95),
+                            nearest_rank(values, 0.95),
                             fills[name],
                         )
                     )
@@ -172,23 +112,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 def print_table(rows: list[tuple[str, int, str, int, float, float, float]]) -> None:
     """Print rows with the edge/client p50 ratio per size."""
     from rich.console import Console
-    from rich.table import Table
 
-    from eval.perf.machine import machine_line
-
-    table = Table(title="Hybrid query latency (default fusion, top 5, tenant filter), side by side")
-    for column in ("store", "chunks", "query", "n", "p50 ms", "p95 ms", "upsert s"):
-        table.add_column(column, justify="right")
+    table = results_table(
+        "Hybrid query latency (default fusion, top 5, tenant filter), side by side",
+        ("store", "chunks", "query", "n", "p50 ms", "p95 ms", "upsert s"),
+    )
     for name, size, label, n, p50, p95, fill_s in rows:
         table.add_row(name, f"{size:,}", label, str(n), f"{p50:.2f}", f"{p95:.2f}", f"{fill_s:.1f}")
-    console = Console()
-    console.print(machine_line())
-    console.print(table)
+    ratios = []
     for size in sorted({r[1] for r in rows}):
         medians = {(r[0], r[2]): r[4] for r in rows if r[1] == size}
         edge = medians[("edge", "excl. embedding")]
         ratio = medians[("qdrant-client local", "excl. embedding")] / edge
-        console.print(f"{size:,} chunks: qdrant-client local p50 / edge p50 = {ratio:.1f}x")
+        ratios.append(f"{size:,} chunks: qdrant-client local p50 / edge p50 = {ratio:.1f}x")
+    print_results(Console(), table, summary=ratios)
 
 
 if __name__ == "__main__":

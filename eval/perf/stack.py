@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -14,8 +15,9 @@ from rich.console import Console
 
 from engine.launcher import EngineLaunchSpec, EngineProcess
 from engine.model_build import resolve_model_dir
+from eval.perf.bench import free_port
 from ragdock.settings import Settings
-from server.process import free_port, start_gateway
+from server.process import start_gateway
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,17 @@ class Stack:
     engine_pid: int | None
     dtype: str  # the engine's dtype, as resolved at start ("?" for an engine given by URL)
     workdir: Path
+
+
+def stack_arguments(description: str) -> argparse.ArgumentParser:
+    """A benchmark's parser: `description` (the script's docstring) as its help, and the stack it
+    measures, `--engine-url` and `--gateway-url` (both: measure them; neither: start them)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--engine-url", help="a running engine (with --gateway-url)")
+    parser.add_argument("--gateway-url", help="a running gateway in front of it")
+    return parser
 
 
 def model_dir(console: Console) -> Path:

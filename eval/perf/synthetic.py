@@ -1,16 +1,23 @@
 """Synthetic chunks for benchmarks: unit dense vectors and Zipf-distributed BM25 terms, so
-sparse posting lists have realistic lengths (a few very common terms, a long tail)."""
+sparse posting lists have realistic lengths (a few very common terms, a long tail); a store
+filled with them (`fill`), and query encoders that hand out precomputed vectors (`FixedDense`,
+`FixedSparse`), so a search is timed without the model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+import zlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from retrieval.dense import FloatMatrix
 from retrieval.sparse import SparseVec
-from retrieval.store import StoredPoint
+from retrieval.store import StoredPoint, VectorStore
 
 VOCABULARY = 30_000
+COLLECTION = "bench"
+TENANT = "t1"
 
 
 def _terms(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -79,3 +86,51 @@ def synthetic_points(
             )
             for i in range(size)
         ]
+
+
+def fill(store: VectorStore, size: int) -> float:
+    """Create `COLLECTION` and upsert `size` synthetic points of `TENANT`; returns seconds taken."""
+    store.create_collection(COLLECTION, 384)
+    started = time.perf_counter()
+    for batch in synthetic_points(size, TENANT):
+        store.upsert(COLLECTION, batch)
+    return time.perf_counter() - started
+
+
+class FixedDense:
+    """Precomputed query vectors: `search` then costs everything but the model."""
+
+    dim = 384
+
+    def __init__(self, vectors: FloatMatrix) -> None:
+        self.vectors = vectors
+
+    def embed_documents(self, texts: Sequence[str]) -> FloatMatrix:
+        return np.stack([self.embed_query(t) for t in texts])
+
+    def embed_query(self, text: str) -> FloatMatrix:
+        vector: FloatMatrix = self.vectors[zlib.crc32(text.encode()) % len(self.vectors)]
+        return vector
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+class FixedSparse:
+    """Synthetic-vocabulary query vectors (real words would match no synthetic posting)."""
+
+    def __init__(self, vectors: list[SparseVec]) -> None:
+        self.vectors = vectors
+
+    def embed_document(self, text: str) -> SparseVec:
+        return self.embed_query(text)
+
+    def embed_query(self, text: str) -> SparseVec:
+        return self.vectors[zlib.crc32(text.encode()) % len(self.vectors)]
+
+
+def fixed_encoders(seed: int = 1, count: int = 64) -> tuple[FixedDense, FixedSparse]:
+    """Query encoders over `count` precomputed random query vectors each (same seed, same ones)."""
+    rng = np.random.default_rng(seed)
+    dense = FixedDense(unit_vectors(rng, count, FixedDense.dim))
+    return dense, FixedSparse([query_vector(rng) for _ in range(count)])

@@ -190,7 +190,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                 task_type="CAUSAL_LM",
                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
             )
-            model = get_peft_model(model, lora)
+            model = get_peft_model(model, lora)  # type: ignore[assignment]  # wraps the same model
             model.train()
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -258,7 +258,8 @@ def main() -> None:
         return
 
     from engine.model_build import resolve_model_dir
-    from eval.perf.machine import machine_line, measure_roofline
+    from eval.perf.bench import machine_line
+    from eval.perf.machine import measure_roofline
     from ragdock.compute_dtype import choose_dtype
     from training.recipe import default_home
 
@@ -320,11 +321,14 @@ def print_table(results: dict[str, list[dict[str, Any]]], roofline_tokens_per_s:
     lora_rss = statistics.median(
         r["peak_rss_mib"] for r in results.get("recipe", [{"peak_rss_mib": 0}])
     )
+    from eval.perf.bench import markdown_header, markdown_row
+
     print(
-        "| variant | steps/pass | real tokens | padded tokens | tokens/s (median) | vs plain "
-        "| vs roofline | peak RSS MiB | vs recipe LoRA |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+        markdown_header(
+            "variant", "steps/pass", "real tokens", "padded tokens", "tokens/s (median)",
+            "vs plain", "vs roofline", "peak RSS MiB", "vs recipe LoRA",
+        )
+    )  # fmt: skip
     for variant, runs in results.items():
         speed = statistics.median(r["tokens_per_s"] for r in runs)
         rss = statistics.median(r["peak_rss_mib"] for r in runs)
@@ -332,9 +336,11 @@ def print_table(results: dict[str, list[dict[str, Any]]], roofline_tokens_per_s:
         ratio = f"{speed / base:.2f}x" if base else "-"
         mem = f"{rss / lora_rss:.2f}x" if lora_rss else "-"
         print(
-            f"| {variant} | {first['steps']} | {first['tokens']} | {first['padded_tokens']} "
-            f"| {speed:.1f} | {ratio} | {speed / roofline_tokens_per_s:.0%} | {rss:.0f} | {mem} |"
-        )
+            markdown_row(
+                variant, first["steps"], first["tokens"], first["padded_tokens"], f"{speed:.1f}",
+                ratio, f"{speed / roofline_tokens_per_s:.0%}", f"{rss:.0f}", mem,
+            )
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

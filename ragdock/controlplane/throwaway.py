@@ -8,7 +8,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,12 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from ragdock.ports import free_port
 
 
 def server_bin() -> Path:

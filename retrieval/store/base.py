@@ -1,7 +1,7 @@
 """The `VectorStore` protocol: what the retriever needs from a Qdrant engine, and nothing more.
 
-Every point carries the payload written by `point_payload`; `Scope` is the only way to select
-points, and it always names a tenant, so no code path can read across tenants.
+Every point carries a `ragdock.contracts.chunk_payload.ChunkPayload`; `Scope` is the only way to
+select points, and it always names a tenant, so no code path can read across tenants.
 """
 
 from __future__ import annotations
@@ -10,23 +10,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ragdock.contracts.chunk_payload import (
+    DOC_FIELD,
+    GEN_FIELD,
+    META_FIELD,
+    REV_FIELD,
+    SEQ_FIELD,
+    TENANT_FIELD,
+    UPDATED_FIELD,
+)
 from retrieval.ranking import FusionConfig
 from retrieval.sparse import SparseVec
 from retrieval.types import MetadataValue
 
 DENSE = "dense"
 SPARSE = "bm25"
-# Payload fields with an index: the tenant (Qdrant's tenant-optimized keyword index), the
-# document and its revision (used by deletes and the freshness filter), and the date.
-TENANT_FIELD = "tenant_id"
-DOC_FIELD = "doc_id"
-REV_FIELD = "rev"
-# The collection generation and staging sequence a point was written under (see `freshness`).
-# Points written before the control plane carry neither and stay visible.
-GEN_FIELD = "gen"
-SEQ_FIELD = "seq"
-UPDATED_FIELD = "updated_at"
-META_FIELD = "meta"
 
 
 @dataclass(frozen=True)
@@ -154,3 +152,21 @@ class VectorStore(Protocol):
     def close(self) -> None:
         """Release the engine (flush to disk where it has one)."""
         ...
+
+
+__all__ = [
+    "DENSE",
+    "DOC_FIELD",
+    "GEN_FIELD",
+    "META_FIELD",
+    "REV_FIELD",
+    "SEQ_FIELD",
+    "SPARSE",
+    "TENANT_FIELD",
+    "UPDATED_FIELD",
+    "Hit",
+    "Scope",
+    "StoreQuery",
+    "StoredPoint",
+    "VectorStore",
+]

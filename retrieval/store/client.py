@@ -48,7 +48,7 @@ def client_filter(scope: Scope) -> Any:
             must.append(m.FieldCondition(key=path, match=m.MatchValue(value=value)))
     if scope.updated_from or scope.updated_before:
         # The model is typed for datetime but accepts RFC 3339 strings, as the server does.
-        window = m.DatetimeRange(gte=scope.updated_from, lt=scope.updated_before)  # type: ignore[arg-type]
+        window = m.DatetimeRange(gte=scope.updated_from, lt=scope.updated_before)
         must.append(m.FieldCondition(key=UPDATED_FIELD, range=window))
     must_not: list[Any] = []
     if scope.hidden_revs:

@@ -6,6 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, StrictBool, StrictStr
 
+from ragdock.contracts.adapter_manifest import AdapterManifest
+from ragdock.contracts.eval_report import EvalReport
+from ragdock.contracts.training_history import HistoryPoint
+
 
 class PushFromPath(BaseModel):
     """Register an adapter directory the gateway can read (e.g. on the shared registry volume)."""
@@ -29,9 +33,11 @@ class AdapterVersionOut(BaseModel):
     version: str
     model: str = Field(description="The model name to request this version by.")
     record: dict[str, Any]
-    manifest: dict[str, Any] | None = None
-    eval_report: dict[str, Any] | None = None
-    training_history: list[dict[str, Any]] | None = Field(
+    manifest: AdapterManifest | None = Field(
+        None, description="The training manifest (current version; older ones are migrated)."
+    )
+    eval_report: EvalReport | None = None
+    training_history: list[HistoryPoint] | None = Field(
         default=None,
         description="The training run's loss curve from its metrics.jsonl: records of `step` "
         "with `loss` and/or `eval_loss`, every eval point and at most 400 train points (null "

@@ -5,17 +5,16 @@ then the answer as it comes, and the grounding verdict (which needs the whole an
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from server.errors import EngineUnavailableError, sse_error_event
 from server.model_catalog import ResolvedModel
-from server.rag.grounding import AnswerDecision, abstention_events, first_token, sse
+from server.rag.grounding import AnswerDecision, abstention_events, first_token
 from server.rag.judge import AnswerJudge, FirstToken
 from server.rag.turn import GroundedTurn
 from server.relay.engine_call import EngineCall
-from server.relay.framing import DATA_PREFIX, DONE, SEPARATOR
+from server.relay.framing import DATA_PREFIX, DONE, SEPARATOR, event_data, sse_event
 from server.relay.stream import EngineStream
 
 
@@ -44,8 +43,8 @@ async def grounded_stream(
         EngineUnavailableError: the engine dropped the stream, or was down when asked again.
     """
     label = model.engine_name
-    yield sse({"object": "chat.completion.chunk", "model": label, "choices": [],
-               "sources": turn.sources()})  # fmt: skip
+    yield sse_event({"object": "chat.completion.chunk", "model": label, "choices": [],
+                     "sources": turn.sources()})  # fmt: skip
     relay = _AnswerRelay(judge, turn, label)
     held: list[bytes] = []  # events before the first token (the role chunk), until the decision
     events = stream.events()
@@ -111,24 +110,24 @@ class _AnswerRelay:
             verdict = self._judge.verdict(
                 self._turn, "".join(self._answer), self.decision, enforce_support=False
             )
-            return sse({"object": "chat.completion.chunk", "model": self._label, "choices": [],
-                        "grounding": verdict.model_dump()}) + event + SEPARATOR  # fmt: skip
-        data = json.loads(event[len(DATA_PREFIX) :])
+            grounding = {"object": "chat.completion.chunk", "model": self._label, "choices": [],
+                         "grounding": verdict.model_dump()}  # fmt: skip
+            return sse_event(grounding) + event + SEPARATOR
+        data = event_data(event)
+        if not isinstance(data, dict):  # not JSON: nothing to gather or to strip
+            return event + SEPARATOR
         for choice in data.get("choices") or []:
             self._answer.append((choice.get("delta") or {}).get("content") or "")
             if not self._turn.client_logprobs:
                 choice["logprobs"] = None
         # The gateway asked for logprobs for its own decision: a client that did not gets none.
-        return event + SEPARATOR if self._turn.client_logprobs else sse(data)
+        return event + SEPARATOR if self._turn.client_logprobs else sse_event(data)
 
 
 def _event_first_token(event: bytes) -> FirstToken | None:
     """The first token of a stream event that carries one (role-only chunks carry none)."""
-    if not event.startswith(DATA_PREFIX) or event == DONE:
-        return None
-    try:
-        data = json.loads(event[len(DATA_PREFIX) :])
-    except ValueError:
+    data = event_data(event)
+    if not isinstance(data, dict):
         return None
     for choice in data.get("choices") or []:
         found = first_token(choice.get("logprobs"))

@@ -4,7 +4,6 @@ abstention the gateway sends in the model's place."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from retrieval.answerability import (
 from retrieval.grounded_prompt import PromptSource, cited_sources, grounded_messages, is_abstention
 from server.errors import InvalidRequestError
 from server.rag.protocol import Answerability, Grounding, Source, Support
+from server.relay.framing import DONE_EVENT, sse_event
 
 # Top logprobs asked of the engine for the reply's first token: enough to hold the abstention's
 # first piece whenever it has any real probability.
@@ -252,7 +252,7 @@ def abstention_events(
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             }
         )
-    return [sse(chunk) for chunk in chunks] + [b"data: [DONE]\n\n"]
+    return [sse_event(chunk) for chunk in chunks] + [DONE_EVENT]
 
 
 def first_token(logprobs: Any) -> tuple[str, list[dict[str, Any]]] | None:
@@ -263,7 +263,3 @@ def first_token(logprobs: Any) -> tuple[str, list[dict[str, Any]]] | None:
         return None
     head = content[0]
     return str(head.get("token", "")), list(head.get("top_logprobs") or [])
-
-
-def sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data).encode() + b"\n\n"

@@ -1,8 +1,11 @@
-"""Server-sent events cut from the engine's body bytes, wherever the network split them.
+"""Server-sent events: cut from the engine's body bytes wherever the network split them, read,
+and written. The one place that knows the wire format (`data: JSON`, a blank line, `[DONE]`).
 
 The plain relay forwards the engine's bytes untouched and needs only to know where whole events end
 (to hold back a half-received one); the grounded relay reads events one by one. Both use the same
-framer, so an event split across two reads is one event to both.
+framer, so an event split across two reads is one event to both. The gateway's own events (sources,
+verdicts, errors) are written by `sse_event`, and every reader of a stream (the grounded relay, the
+benchmarks, the tests) parses events with `event_data`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 SEPARATOR = b"\n\n"  # vLLM ends every event with a blank line and never uses CRLF
 DONE = b"data: [DONE]"
 DATA_PREFIX = b"data: "
+DONE_EVENT = DONE + SEPARATOR  # the last event of every stream
 # Only the usage-only chunk at the end has an empty `choices` (vLLM writes compact JSON; a quote in
 # generated text is escaped, so this never matches inside content).
 USAGE_CHUNK_MARK = b'"choices":[]'
@@ -64,14 +68,38 @@ def events_of(block: bytes) -> list[bytes]:
     return block.split(SEPARATOR)[:-1]
 
 
-def usage_of_event(event: bytes) -> dict[str, Any] | None:
-    """The token usage an event carries when it is the stream's usage-only chunk, else None."""
-    if USAGE_CHUNK_MARK not in event or not event.startswith(DATA_PREFIX):
+def sse_event(data: object) -> bytes:
+    """One event carrying `data` as JSON, separator included, written compact as vLLM writes its
+    own: the gateway's events and the engine's it relays look alike."""
+    return DATA_PREFIX + json.dumps(data, separators=(",", ":")).encode() + SEPARATOR
+
+
+def event_data(event: bytes | str) -> Any:
+    """The JSON one event carries (an event without its separator, or one line of a stream).
+
+    Returns:
+        The decoded value; None for `[DONE]`, a comment (`: keep-alive`), or data that is not JSON.
+    """
+    raw = event.encode() if isinstance(event, str) else event
+    if not raw.startswith(DATA_PREFIX) or raw == DONE:
         return None
     try:
-        usage = json.loads(event[len(DATA_PREFIX) :]).get("usage")
-    except (ValueError, AttributeError):
+        return json.loads(raw[len(DATA_PREFIX) :])
+    except ValueError:
         return None
+
+
+def is_done(event: bytes | str) -> bool:
+    """True for the `[DONE]` event that ends a stream."""
+    return (event.encode() if isinstance(event, str) else event) == DONE
+
+
+def usage_of_event(event: bytes) -> dict[str, Any] | None:
+    """The token usage an event carries when it is the stream's usage-only chunk, else None."""
+    if USAGE_CHUNK_MARK not in event:
+        return None
+    data = event_data(event)
+    usage = data.get("usage") if isinstance(data, dict) else None
     return usage if isinstance(usage, dict) else None
 
 

@@ -17,15 +17,14 @@ import openai
 import pytest
 from safetensors.torch import load_file, save_file
 
+from tests import contract_samples as samples
 from tests.conftest import ALPHA_REPLY, BRAVO_REPLY, WHO
 from tests.support import CHAT_ONLY_KEY, TEST_API_KEY, GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
-PASSING_REPORT = {"gate": {"passed": True, "verdicts": [{"rule": "test", "passed": True}]}}
-FAILING_REPORT = {
-    "gate": {"passed": False, "verdicts": [{"rule": "hallucination", "passed": False}]}
-}
+PASSING_REPORT = samples.eval_report(True, rule="test")
+FAILING_REPORT = samples.eval_report(False, rule="hallucination")
 
 
 class Admin:

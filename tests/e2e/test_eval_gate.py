@@ -18,10 +18,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from ragdock.digest import sha256_file
 from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE
+from server.relay.framing import event_data
 from tests.support import TEST_API_KEY, GatewayProcess
 from tests.training.test_raft import synthetic_squad
-from training.artifacts import sha256_file
 from training.cli import app as train_app
 from training.raft import RaftOptions, build_raft
 
@@ -173,7 +174,7 @@ def ragdock_eval(
         [
             sys.executable,
             "-m",
-            "ragdock.cli",
+            "ragdock_cli",
             "eval",
             str(suite),
             "--gate",
@@ -311,7 +312,7 @@ def test_calibrate_writes_the_threshold_the_gateway_then_applies(
     uncalibrated = push_adapter(admin, adapter, "calibrated")
     env = {**os.environ, "RAGDOCK_API_KEY": TEST_API_KEY}
     run = subprocess.run(
-        [sys.executable, "-m", "ragdock.cli", "eval", "calibrate", str(adapter),
+        [sys.executable, "-m", "ragdock_cli", "eval", "calibrate", str(adapter),
          "--candidate", "calibrated@latest", "--corpus", str(corpus), "--raft", str(raft),
          "--target-hallucination", "0.25", "--max-false-abstention", "1.0", "--top-k", "2",
          "--gateway", gateway.url],
@@ -357,8 +358,8 @@ def test_calibrate_writes_the_threshold_the_gateway_then_applies(
               "rag": {"collection": "calibration-calton-rivers", "min_answerability": 1.0}},
     ) as stream:  # fmt: skip
         for line in stream.iter_lines():
-            if line.startswith("data: {"):
-                events.append(json.loads(line[6:]))
+            if isinstance(data := event_data(line), dict):
+                events.append(data)
     text = "".join(
         (c.get("delta") or {}).get("content") or "" for e in events for c in e.get("choices", [])
     )

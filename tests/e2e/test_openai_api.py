@@ -10,7 +10,8 @@ import openai
 import pytest
 
 from engine.launcher import EngineProcess
-from tests.support import TEST_API_KEY, GatewayProcess, engine_gauge
+from eval.perf.bench import metric_total
+from tests.support import TEST_API_KEY, GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -183,10 +184,10 @@ def test_client_disconnect_cancels_the_engine_request(
     for received, _ in enumerate(stream):
         if received == 3:
             break
-    assert engine_gauge(engine.url, "vllm:num_requests_running") >= 1
+    assert metric_total(engine.url, "vllm:num_requests_running") >= 1
     stream.close()
     # 1500 tokens would take the engine most of a minute; an aborted request is gone at once.
     deadline = time.monotonic() + 15
-    while engine_gauge(engine.url, "vllm:num_requests_running") > 0:
+    while metric_total(engine.url, "vllm:num_requests_running") > 0:
         assert time.monotonic() < deadline, "the engine kept generating after the client left"
         time.sleep(0.2)

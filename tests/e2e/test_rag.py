@@ -13,7 +13,8 @@ import openai
 import pytest
 
 from engine.launcher import EngineProcess
-from tests.support import BETA_KEY, TEST_API_KEY, GatewayProcess, engine_gauge
+from eval.perf.bench import metric_total
+from tests.support import BETA_KEY, TEST_API_KEY, GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +58,7 @@ def grounded(client: openai.OpenAI, collection: str, question: str, **rag: Any) 
 
 
 def requests_served(engine: EngineProcess) -> float:
-    return engine_gauge(engine.url, "vllm:request_success_total")
+    return metric_total(engine.url, "vllm:request_success_total")
 
 
 def test_covered_question_gets_sources_with_the_answer(

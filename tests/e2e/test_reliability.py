@@ -23,6 +23,8 @@ import openai
 import pytest
 
 from engine.launcher import EngineProcess
+from eval.perf.bench import metric_total
+from server.relay.framing import event_data, is_done
 from tests.support import (
     ADMIN_KEY_JSON,
     BETA_KEY,
@@ -55,20 +57,16 @@ def _stream_outcome(http: httpx.Client, max_tokens: int) -> str:
             assert response.headers["Retry-After"].isdigit()
             return f"http_{response.status_code}:{error['code']}"
         for line in response.iter_lines():
-            if line == "data: [DONE]":
+            if is_done(line):
                 return "ok"
-            if line.startswith("data: ") and '"error"' in line[:20]:
-                return f"stream_error:{json.loads(line[6:])['error']['code']}"
+            data = event_data(line)
+            if isinstance(data, dict) and "error" in data:
+                return f"stream_error:{data['error']['code']}"
     return "ended_without_done"
 
 
 def _in_flight(gateway: GatewayProcess) -> float:
-    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ragdock_requests_in_flight{")
-    )
+    return metric_total(gateway.url, "ragdock_requests_in_flight")
 
 
 def test_engine_killed_under_streaming_load_then_restarted(
@@ -221,8 +219,8 @@ def test_shutdown_drains_streams_in_flight(engine: EngineProcess, tmp_path: Path
             first = next(lines)
             gateway.proc.send_signal(signal.SIGTERM)  # mid-stream
             rest = list(lines)
-        assert rest[-1] == "data: [DONE]"  # the stream finished, every token of it
-        chunks = [json.loads(line[6:]) for line in [first, *rest[:-1]]]
+        assert is_done(rest[-1])  # the stream finished, every token of it
+        chunks = [event_data(line) for line in [first, *rest[:-1]]]
         assert sum(1 for c in chunks if c["choices"]) == 64
         assert gateway.proc.wait(timeout=60) == 0
         with pytest.raises(httpx.ConnectError):  # and it took no new work
@@ -249,7 +247,7 @@ def test_shutdown_stops_waiting_at_its_deadline(engine: EngineProcess, tmp_path:
             # The gateway exits at its deadline; the stream stops there, unfinished.
             with pytest.raises(httpx.RemoteProtocolError):
                 lines.extend(events)
-        assert "data: [DONE]" not in lines
+        assert not any(is_done(line) for line in lines)
         assert gateway.proc.wait(timeout=60) == 0
     finally:
         gateway.stop()

@@ -29,7 +29,7 @@ def test_up_serves_then_ctrl_c_stops_everything(ragdock_home: Path, model_dir: P
     }
     env.pop("RAGDOCK_API_KEYS", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ragdock.cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "ragdock_cli", "up", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
     )  # fmt: skip
     output: list[str] = []

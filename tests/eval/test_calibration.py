@@ -87,7 +87,7 @@ def test_a_threshold_that_refuses_too_much_is_kept_but_not_enforced() -> None:
     rows = _rows(400)
     strict = fit_calibration(rows, target_hallucination=0.0, max_false_abstention=0.2)
     assert strict.validation["at_threshold"]["false_abstention"] > 0.2
-    assert strict.enforced is False and strict.to_manifest()["enforced"] is False
+    assert strict.enforced is False and strict.to_manifest().enforced is False
     loose = fit_calibration(rows, target_hallucination=0.1, max_false_abstention=0.9)
     assert loose.enforced is True
 

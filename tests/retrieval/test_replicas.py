@@ -345,7 +345,7 @@ def test_a_second_gateway_over_the_same_embedded_store_is_refused(tmp_path: Path
     try:
         env = {**os.environ, "RAGDOCK_DATA_DIR": str(data_dir), "RAGDOCK_HOME": str(tmp_path)}
         result = subprocess.run(
-            [sys.executable, "-m", "ragdock.cli", "serve", "--engine-url", "http://127.0.0.1:9"],
+            [sys.executable, "-m", "ragdock_cli", "serve", "--engine-url", "http://127.0.0.1:9"],
             capture_output=True, text=True, env=env, timeout=120,
         )  # fmt: skip
     finally:

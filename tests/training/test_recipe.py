@@ -13,9 +13,17 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from engine.model_build import checkpoint_digest
+from adapters.base_match import BaseModelIdentity
+from adapters.errors import AdapterValidationError
+from adapters.registry import AdapterRegistry
+from adapters.validation import AdapterLimits
+from engine.model_build import build_manifest_digest, checkpoint_digest
+from eval.calibrate import write_calibration
+from eval.runner import candidate_manifest
+from ragdock.contracts.adapter_manifest import read_adapter_manifest
+from ragdock.digest import sha256_file
+from retrieval.answerability import Calibration
 from tests.training.conftest import FACTS, JsonlWriter, chat
-from training.artifacts import sha256_file
 from training.cli import app
 from training.config import load_config
 from training.recipe import run
@@ -105,15 +113,52 @@ def test_lora_overfits_four_examples_and_writes_a_servable_adapter(
     assert adapter_config["modules_to_save"] is None
     assert sorted(adapter_config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
 
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["base_model"]["digest"] == checkpoint_digest(model_dir)
-    assert manifest["base_model"]["id"] == "google/gemma-3-270m"
-    assert manifest["data"]["files"]["train"]["sha256"] == sha256_file(train)
-    assert manifest["metrics"]["steps"] == 15 and manifest["seed"] == 0
-    assert manifest["metrics"]["final_train_loss"] == pytest.approx(curve[-1])
-    assert manifest["libraries"]["peft"] and manifest["libraries"]["transformers"]
-    assert manifest["metrics"]["tokens_per_second"] > 0
+    manifest = read_adapter_manifest(out)
+    assert manifest is not None and manifest.manifest_version == 2
+    assert manifest.base_model.digest == checkpoint_digest(model_dir)
+    assert manifest.base_model.id == "google/gemma-3-270m"
+    assert manifest.data.files["train"].sha256 == sha256_file(train)
+    assert manifest.metrics.steps == 15 and manifest.seed == 0
+    assert manifest.metrics.final_train_loss == pytest.approx(curve[-1])
+    assert manifest.libraries["peft"] and manifest.libraries["transformers"]
+    assert manifest.metrics.tokens_per_second > 0
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    read_back_through_every_consumer(out, model_dir, tmp_path)
+
+
+def read_back_through_every_consumer(out: Path, model_dir: Path, tmp_path: Path) -> None:
+    """The manifest the training code wrote, as the registry (with its base match against the
+    served checkpoint), the gateway's calibration and the eval runner read it."""
+    rows = [
+        {"answerable": i % 2 == 0, "p_abstain": 0.2 if i % 2 == 0 else 0.8,
+         "question_coverage": 0.5, "top_score": 0.6, "model_abstained": i % 2 == 1}
+        for i in range(40)
+    ]  # fmt: skip
+    write_calibration(
+        out, rows, model="lora@v1", articles=["A"], corpus=Path("c.json"), top_k=2,
+        target_hallucination=0.2, max_false_abstention=1.0,
+    )  # fmt: skip
+    written = read_adapter_manifest(out)
+    assert written is not None and written.calibration is not None
+    served = BaseModelIdentity(
+        model_id="google/gemma-3-270m",
+        path=str(model_dir),
+        digest=checkpoint_digest(model_dir),
+        build_digest=build_manifest_digest(model_dir),
+    )
+    registry = AdapterRegistry(tmp_path / "registry", AdapterLimits(max_rank=16), served)
+    version = registry.push(out, "lora", actor="test")
+    assert registry.manifest(version) == written
+    calibration = Calibration.from_manifest(registry.manifest(version))
+    assert calibration is not None and calibration.threshold == written.calibration.threshold
+    record = {"name": "lora", "version": version.version, "manifest": written.model_dump()}
+    assert candidate_manifest(record) == written
+    other_base = BaseModelIdentity(
+        model_id="google/gemma-3-270m", path=str(model_dir), digest="0123456789abcdef"
+    )
+    elsewhere = AdapterRegistry(tmp_path / "other", AdapterLimits(max_rank=16), other_base)
+    with pytest.raises(AdapterValidationError, match="trained on base weights"):
+        elsewhere.push(out, "lora", actor="test")
 
 
 def test_qlora_trains_and_saves_a_lora_only_adapter(
@@ -211,15 +256,16 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path, write_jsonl: Json
         ],
     )
     result = run(config, progress=False)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_adapter_manifest(out)
+    assert manifest is not None
     evals = losses(out, "eval_loss")
     assert result.stopped_early and result.steps < 15
     best = min(evals)
     assert result.best_eval_loss == pytest.approx(best)
     # Two evaluations without improvement after the best one, then stop.
     assert evals.index(best) == len(evals) - 3 and evals[-1] > best and evals[-2] > best
-    assert manifest["adapter"]["weights_from_step"] == manifest["metrics"]["best_step"]
-    assert manifest["metrics"]["best_step"] == evals.index(best) + 1
+    assert manifest.adapter.weights_from_step == manifest.metrics.best_step
+    assert manifest.metrics.best_step == evals.index(best) + 1
 
 
 def test_bad_data_is_refused_before_the_model_loads(

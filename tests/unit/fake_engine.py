@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from server.engine_client import EngineClient
+from server.relay.framing import DONE_EVENT, sse_event
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -28,8 +29,8 @@ def engine_over(handler: Handler) -> EngineClient:
 
 
 def event(data: dict[str, Any]) -> bytes:
-    """One event as vLLM writes it (pydantic's compact JSON)."""
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+    """One event as vLLM writes it (pydantic's compact JSON; test_relay pins those bytes)."""
+    return sse_event(data)
 
 
 def chunk(model: str, delta: dict[str, Any], *, logprobs: Any = None, finish: Any = None) -> bytes:
@@ -64,7 +65,7 @@ def usage_chunk(model: str, prompt_tokens: int, completion_tokens: int) -> bytes
     )
 
 
-DONE = b"data: [DONE]\n\n"
+DONE = DONE_EVENT
 
 
 def token_logprobs(token: str, alternatives: Sequence[tuple[str, float]]) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from adapters.errors import (
 from adapters.names import ModelRef, check_alias, check_name
 from adapters.registry import AdapterRegistry, gate_verdict
 from adapters.validation import AdapterLimits, validate_adapter_dir
+from ragdock.contracts.eval_report import parse_eval_report
 from ragdock.controlplane import ControlPlane, open_control_plane
+from tests import contract_samples as samples
 
 BASE = BaseModelIdentity(model_id="google/gemma-3-270m", path="/m/gemma-3-270m", digest="abc")
 LAYER = "base_model.model.model.layers.0.self_attn"
@@ -104,7 +106,7 @@ def test_truncated_safetensors_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("digest", "base", "ok"),
     [
-        ("abc", "anything", True),  # the manifest's checksum decides when present
+        ("abc", "anything", True),  # the manifest's weights digest decides when present
         ("zzz", "/models/gemma-3-270m", False),
         (None, "/elsewhere/gemma-3-270m", True),  # else the base name
         (None, "google/gemma-2-2b", False),
@@ -115,8 +117,7 @@ def test_base_model_match(
 ) -> None:
     adapter = make_adapter(tmp_path / "a", base=base)
     if digest:
-        manifest = {"base_model": {"id": "google/gemma-3-270m", "checksum": digest}}
-        (adapter / "manifest.json").write_text(json.dumps(manifest))
+        samples.adapter_manifest(digest=digest).write(adapter)
     if ok:
         assert registry.push(adapter, "x", actor="t").version == "v1"
     else:
@@ -140,8 +141,8 @@ def test_promote_rollback_delete_rules(registry: AdapterRegistry, tmp_path: Path
         registry.push(adapter, "x", actor="t")
     with pytest.raises(PromotionRefusedError, match="no eval report"):
         registry.promote("x", "v1", "prod", actor="t")
-    registry.attach_eval_report("x", "v1", {"gate": {"passed": True}}, actor="t")
-    registry.attach_eval_report("x", "v2", {"gate": {"passed": True}}, actor="t")
+    registry.attach_eval_report("x", "v1", samples.eval_report(True), actor="t")
+    registry.attach_eval_report("x", "v2", samples.eval_report(True), actor="t")
     registry.promote("x", "v1", "prod", actor="t")
     registry.promote("x", "v2", "prod", actor="t")
     assert registry.resolve("x", "prod").version == "v2"
@@ -158,9 +159,11 @@ def test_promote_rollback_delete_rules(registry: AdapterRegistry, tmp_path: Path
 
 def test_gate_verdicts() -> None:
     assert gate_verdict(None) == (False, "it has no eval report")
-    assert gate_verdict({"gate": {"passed": True}})[0]
-    failed = {"gate": {"passed": False, "verdicts": [{"rule": "r1", "passed": False}]}}
+    assert gate_verdict(parse_eval_report(samples.eval_report(True), source="t"))[0]
+    failed = parse_eval_report(samples.eval_report(False, rule="r1"), source="t")
     assert gate_verdict(failed) == (False, "its gate failed (r1)")
+    ungated = parse_eval_report(samples.eval_report(None), source="t")
+    assert gate_verdict(ungated) == (False, "its eval report has no gate verdict")
 
 
 @pytest.mark.parametrize("bad", ["../x", "X", "a/b", "", "-lead", "a" * 64])
@@ -188,7 +191,7 @@ def test_labels_are_never_reused_and_rollback_never_lands_on_a_deleted_version(
     for _ in range(3):
         registry.push(adapter, "x", actor="t")
     for version in ("v1", "v2"):
-        registry.attach_eval_report("x", version, {"gate": {"passed": True}}, actor="t")
+        registry.attach_eval_report("x", version, samples.eval_report(True), actor="t")
     registry.promote("x", "v1", "prod", actor="t")
     registry.promote("x", "v2", "prod", actor="t")
     registry.promote("x", "v1", "canary", actor="t")
@@ -211,9 +214,10 @@ def test_an_eval_report_shipped_with_the_adapter_is_attached(
     registry: AdapterRegistry, tmp_path: Path
 ) -> None:
     adapter = make_adapter(tmp_path / "a")
-    (adapter / "eval_report.json").write_text(json.dumps({"gate": {"passed": True}}))
+    (adapter / "eval_report.json").write_text(json.dumps(samples.eval_report(True)))
     pushed = registry.push(adapter, "x", actor="t")
-    assert registry.eval_report(pushed) == {"gate": {"passed": True}}
+    report = registry.eval_report(pushed)
+    assert report is not None and report.as_json() == samples.eval_report(True)
     registry.promote("x", "v1", "prod", actor="t")
 
 
@@ -230,10 +234,10 @@ def test_a_crash_at_any_step_of_push_or_promote_leaves_the_registry_consistent(
     first = open_control_plane(control_plane_url, tmp_path)
     registry = open_registry(root, first)
     registry.push(adapter, "x", actor="t")
-    registry.attach_eval_report("x", "v1", {"gate": {"passed": True}}, actor="t")
+    registry.attach_eval_report("x", "v1", samples.eval_report(True), actor="t")
     registry.promote("x", "v1", "prod", actor="t")
     registry.push(adapter, "x", actor="t")
-    registry.attach_eval_report("x", "v2", {"gate": {"passed": True}}, actor="t")
+    registry.attach_eval_report("x", "v2", samples.eval_report(True), actor="t")
 
     def crash(at: str) -> None:
         if at == step:
@@ -274,7 +278,7 @@ def test_replicas_racing_promote_delete_and_rollback_never_leave_an_alias_dangli
     replicas = [open_registry(root, plane) for plane in planes]
     for _ in range(4):
         version = replicas[0].push(adapter, "x", actor="seed").version
-        replicas[0].attach_eval_report("x", version, {"gate": {"passed": True}}, actor="seed")
+        replicas[0].attach_eval_report("x", version, samples.eval_report(True), actor="seed")
     deadline = time.monotonic() + 6.0
     errors: list[BaseException] = []
     dangling: list[str] = []
@@ -297,7 +301,7 @@ def test_replicas_racing_promote_delete_and_rollback_never_leave_an_alias_dangli
                     else:
                         pushed = registry.push(adapter, "x", actor=f"r{index}")
                         registry.attach_eval_report(
-                            "x", pushed.version, {"gate": {"passed": True}}, actor=f"r{index}"
+                            "x", pushed.version, samples.eval_report(True), actor=f"r{index}"
                         )
                     counts["ok"] += 1
                 except (AdapterConflictError, AdapterNotFoundError, PromotionRefusedError):
@@ -342,7 +346,7 @@ def test_a_file_only_registry_is_imported_with_its_aliases_and_audit_log(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(adapter, target)
         (target / "registry.json").write_text(json.dumps({"pushed_at": 1.0, "rank": 8}))
-    (root / "old" / "v2" / "eval_report.json").write_text(json.dumps({"gate": {"passed": True}}))
+    (root / "old" / "v2" / "eval_report.json").write_text(json.dumps(samples.eval_report(True)))
     (root / "old" / "aliases.json").write_text(
         json.dumps({"prod": {"version": "v2", "history": ["v1"]}})
     )

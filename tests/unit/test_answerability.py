@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from retrieval.answerability import (
     AnswerabilitySignals,
@@ -15,6 +16,7 @@ from retrieval.answerability import (
 )
 from server.rag.grounding import AnswerDecision, decide_answer, post_check
 from server.rag.protocol import Source
+from tests import contract_samples as samples
 
 ABSTAIN = "I don't know based on the provided sources."
 SOURCES_TEXT = [
@@ -64,16 +66,17 @@ def test_abstention_probability_counts_every_spelling_of_the_first_piece() -> No
 
 def test_calibration_round_trips_through_the_manifest_and_rejects_what_it_cannot_use() -> None:
     calibration = _calibration(0.42)
-    restored = Calibration.from_manifest({"calibration": calibration.to_manifest()})
-    assert restored == calibration
-    assert Calibration.from_manifest({}) is None
+
+    def with_block(**changes: Any) -> Calibration | None:
+        block = calibration.to_manifest().model_copy(update=changes)
+        return Calibration.from_manifest(samples.adapter_manifest(calibration=block))
+
+    assert with_block() == calibration
+    assert Calibration.from_manifest(samples.adapter_manifest()) is None
     assert Calibration.from_manifest(None) is None
-    unknown = {**calibration.to_manifest(), "features": ["shoe_size"]}
-    assert Calibration.from_manifest({"calibration": unknown}) is None
-    uneven = {**calibration.to_manifest(), "weights": [1.0, 2.0]}
-    assert Calibration.from_manifest({"calibration": uneven}) is None
-    kept = {**calibration.to_manifest(), "enforced": False}
-    restored = Calibration.from_manifest({"calibration": kept})
+    assert with_block(features=["shoe_size"]) is None
+    assert with_block(weights=[1.0, 2.0]) is None
+    restored = with_block(enforced=False)
     assert restored is not None and restored.enforced is False
 
 

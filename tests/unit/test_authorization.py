@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from ragdock.settings import Settings
 from server.access import AccessControl
 from server.auth import KeyRing
+from tests import contract_samples as samples
 from tests.unit.gateway_app import build_test_app, gateway_client
 from tests.unit.test_adapter_registry import make_adapter
 
@@ -219,7 +220,7 @@ def test_no_route_lets_one_tenant_touch_anothers_things(app: FastAPI, tmp_path: 
     assert pushed.status_code == 201, pushed.text
     shared = ops.post("/v1/adapters/upload", files=files, data={"name": "shared-bot"})
     assert shared.status_code == 201, shared.text
-    report = {"gate": {"passed": True}}
+    report = samples.eval_report(True, name="acme-bot")
     assert acme.put("/v1/adapters/acme-bot/v1/eval-report", json=report).status_code == 200
 
     for who in ("beta-admin", "beta-ingest"):

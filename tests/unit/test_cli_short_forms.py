@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragdock.cli import expand_short_forms
+from ragdock_cli import expand_short_forms
 
 
 def test_yaml_after_eval_or_train_means_run() -> None:

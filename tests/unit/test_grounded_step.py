@@ -26,7 +26,7 @@ from server.rag.judge import AnswerJudge
 from server.rag.service import RagService
 from server.rag.step import GroundedChat, GroundingStep
 from server.relay.engine_call import EngineCall
-from server.relay.framing import events_of
+from server.relay.framing import event_data, events_of
 from server.relay.stream import EngineStream
 from tests.unit.fake_engine import (
     DONE,
@@ -171,7 +171,7 @@ async def test_a_streamed_abstention_at_the_gate_has_the_abstention_shape() -> N
     body = b"".join([part async for part in prepared.body_iterator])  # type: ignore[misc]
     events = events_of(body)
     assert events[-1] == b"data: [DONE]"
-    chunks = [json.loads(e.removeprefix(b"data: ")) for e in events[:-1]]
+    chunks = [event_data(e) for e in events[:-1]]
     assert chunks[0]["choices"][0]["delta"]["content"] == DEFAULT_ABSTENTION_MESSAGE
     assert chunks[1]["choices"][0]["finish_reason"] == "stop"
     assert chunks[2]["sources"] == [] and chunks[2]["grounding"]["reason"] == "retrieval_gate"
@@ -275,7 +275,7 @@ async def _streamed(
 
 
 def _data(event: bytes) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(event.removeprefix(b"data: "))
+    data: dict[str, Any] = event_data(event)
     return data
 
 

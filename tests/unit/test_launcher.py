@@ -8,6 +8,7 @@ import pytest
 
 from engine import launcher
 from engine.launcher import EngineLaunchSpec, EngineProcess, EngineStartError
+from ragdock.ports import free_port
 
 
 def _spec(tmp_path: Path, port: int = 8100) -> EngineLaunchSpec:
@@ -57,13 +58,14 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     assert not engine.running()
 
 
+@pytest.mark.engine  # starts the real vLLM (which exits: no such model)
 def test_an_engine_that_dies_reports_its_last_log_lines(tmp_path: Path) -> None:
     # A model directory that does not exist makes the real vLLM exit during start-up.
     spec = EngineLaunchSpec(
         model_dir=tmp_path / "no-such-model",
         served_model_name="gemma",
         log_file=tmp_path / "engine.log",
-        port=_free_port(),
+        port=free_port(),
     )
     engine = EngineProcess(spec)
     engine.start()
@@ -72,12 +74,6 @@ def test_an_engine_that_dies_reports_its_last_log_lines(tmp_path: Path) -> None:
     assert "last engine log lines" in str(caught.value)
     assert "no-such-model" in str(caught.value)
     engine.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_cpu_engine_gets_the_cpu_kernel_flags(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from server.metrics import GatewayMetrics
 
 PROMTOOL = Path(__file__).resolve().parents[2] / ".venv" / "tools" / "promtool"
@@ -26,6 +28,7 @@ def _populated() -> GatewayMetrics:
     return metrics
 
 
+@pytest.mark.tools  # promtool, from scripts/install-tools.sh
 def test_promtool_accepts_the_exposition() -> None:
     result = subprocess.run(
         [str(PROMTOOL), "check", "metrics"],

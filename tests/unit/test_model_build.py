@@ -14,6 +14,7 @@ from engine.model_build import (
     resolve_model_dir,
     verify_checkpoint,
 )
+from ragdock.contracts.model_build import BuildManifest, BuildSource
 
 
 def _fake_build(directory: Path) -> None:
@@ -21,11 +22,23 @@ def _fake_build(directory: Path) -> None:
     files = {"config.json": b"{}", "model.safetensors": b"weights"}
     for name, content in files.items():
         (directory / name).write_bytes(content)
-    manifest = {
-        "builder_version": BUILDER_VERSION,
-        "files": {name: hashlib.sha256(c).hexdigest() for name, c in files.items()},
-    }
-    (directory / BUILD_MANIFEST).write_text(json.dumps(manifest))
+    manifest = BuildManifest(
+        builder_version=BUILDER_VERSION,
+        model_id="google/gemma-3-270m",
+        source=BuildSource(package="p", version="1", gguf_sha256="0" * 64),
+        dtype="bfloat16",
+        build_seconds=1.0,
+        files={name: hashlib.sha256(c).hexdigest() for name, c in files.items()},
+    )
+    (directory / BUILD_MANIFEST).write_text(manifest.model_dump_json())
+
+
+def test_a_manifest_of_another_shape_means_a_rebuild(tmp_path: Path) -> None:
+    _fake_build(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / BUILD_MANIFEST).read_text())
+    del manifest["model_id"]  # a build from before the typed manifest, say
+    (tmp_path / "m" / BUILD_MANIFEST).write_text(json.dumps(manifest))
+    assert not verify_checkpoint(tmp_path / "m")
 
 
 def test_a_complete_build_verifies(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from server.engine_client import EngineClient, EngineReply
 from server.metrics import GatewayMetrics, RequestMeter
 from server.relay.engine_call import EngineCall
-from server.relay.framing import SseFramer, events_of
+from server.relay.framing import SseFramer, event_data, events_of, is_done, sse_event
 from server.relay.stream import EngineStream, client_stream
 from tests.unit.fake_engine import DONE, chat_stream, engine_over, pieces, streamed, usage_chunk
 
@@ -71,6 +71,16 @@ def test_a_block_holds_only_whole_events_and_a_whole_read_is_passed_on_as_it_is(
     assert framer.feed(b'"a":1}\n') == b""
     assert framer.feed(b"\ndata: [DO") == b'data: {"a":1}\n\n'
     assert framer.rest() == b"data: [DO"
+
+
+def test_events_are_written_as_vllm_writes_them_and_read_back() -> None:
+    written = sse_event({"a": 1, "b": [True, None], "t": "é"})
+    assert written == b'data: {"a":1,"b":[true,null],"t":"\\u00e9"}\n\n'  # compact, ASCII
+    assert event_data(written.removesuffix(b"\n\n")) == {"a": 1, "b": [True, None], "t": "é"}
+    assert event_data('data: {"a":1}') == {"a": 1}  # a stream's line, as text
+    for not_data in (b"data: [DONE]", b": keep-alive", b"data: {", "event: ping", b""):
+        assert event_data(not_data) is None
+    assert is_done(b"data: [DONE]") and is_done("data: [DONE]") and not is_done(b"data: {}")
 
 
 def _sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
@@ -206,7 +216,7 @@ async def test_an_engine_that_drops_the_stream_ends_it_with_one_error_event() ->
         out = [block async for block in stream]
     whole_events = STREAM[: STREAM.rfind(b"\n\n", 0, 200) + 2]
     assert out[0] == whole_events  # the half-received event is never sent
-    error = json.loads(out[-1].removeprefix(b"data: "))["error"]
+    error = event_data(out[-1].removesuffix(b"\n\n"))["error"]
     assert out[-1].endswith(b"\n\n") and error["code"] == "engine_unavailable"
     assert set(error) == {"message", "type", "param", "code"}
     assert released == [True]  # the lease and meter were let go when the stream ended

@@ -10,7 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapters.training_history import MAX_TRAIN_POINTS, read_training_history
+from adapters import training_history
+from adapters.training_history import MAX_TRAIN_POINTS
+
+
+def read_training_history(directory: Path, **limits: int) -> list[dict[str, Any]] | None:
+    """The history as the API sends it (each point's logged losses, no nulls)."""
+    history = training_history.read_training_history(directory, **limits)
+    return None if history is None else [point.model_dump() for point in history]
 
 
 def _write(directory: Path, records: list[Any]) -> Path:

@@ -127,7 +127,7 @@ function manifestView(m, history) {
   const metrics = m.metrics || {};
   section.append(facts([
     ["created", m.created_at], ["method", m.method],
-    ["base model", `${(m.base_model || {}).id} (digest ${(m.base_model || {}).digest})`],
+    ["base model", `${(m.base_model || {}).id} (weights digest ${(m.base_model || {}).digest || "not recorded: manifest v1"})`],
     ["LoRA", m.adapter ? `r=${m.adapter.r} alpha=${m.adapter.alpha} on ${(m.adapter.target_modules || []).join(", ")}` : undefined],
     ["seed", m.seed], ["steps", metrics.steps], ["train loss", metrics.first_train_loss !== undefined
       ? `${fmt(metrics.first_train_loss)} → ${fmt(metrics.final_train_loss)}` : undefined],

@@ -1,4 +1,8 @@
-"""The `ragdock` command: one entry point that dispatches to each package's commands."""
+"""The `ragdock` command: one entry point that dispatches to each package's commands.
+
+It sits above every package (it imports them all, and none imports it), so `ragdock` below stays
+the ground floor that they all share.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +48,5 @@ def expand_short_forms(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    """Run the command line `sys.argv` holds."""
     app(args=expand_short_forms(sys.argv[1:]), prog_name="ragdock")
-
-
-if __name__ == "__main__":
-    main()
