@@ -13,11 +13,10 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from server.app import build_app
 from server.metrics import GatewayMetrics
 from server.recent_activity import RecentActivity
 from tests.unit.fake_engine import body_of, engine_over
-from tests.unit.gateway_app import gateway_client, gateway_settings
+from tests.unit.gateway_app import build_test_app, gateway_client
 from tests.unit.test_adapter_registry import make_adapter
 
 KEYS = {
@@ -63,14 +62,14 @@ class Engine:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
+def scripted_engine() -> Engine:
     return Engine()
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[FastAPI]:
-    settings = gateway_settings(tmp_path_factory.mktemp("console"), api_keys=KEYS_JSON)
-    app = build_app(settings, engine=engine_over(engine))
+def app(tmp_path_factory: pytest.TempPathFactory, scripted_engine: Engine) -> Iterator[FastAPI]:
+    home = tmp_path_factory.mktemp("console")
+    app = build_test_app(home, engine=engine_over(scripted_engine), api_keys=KEYS_JSON)
     yield app
     app.state.document_service.retriever.close()
 
@@ -92,7 +91,7 @@ def test_me_names_the_key_and_every_scope_it_grants(app: FastAPI) -> None:
 
 
 def test_me_in_keyless_mode_is_the_anonymous_caller(tmp_path: Path) -> None:
-    app = build_app(gateway_settings(tmp_path, api_keys=[]), engine=engine_over(Engine()))
+    app = build_test_app(tmp_path, engine=engine_over(Engine()), api_keys=[])
     try:
         reply = TestClient(app, headers={"host": "localhost"}).get("/v1/me").json()
     finally:
@@ -102,9 +101,9 @@ def test_me_in_keyless_mode_is_the_anonymous_caller(tmp_path: Path) -> None:
 
 
 def test_status_shows_only_the_callers_tenant_and_everything_to_a_platform_key(
-    app: FastAPI, engine: Engine, tmp_path: Path
+    app: FastAPI, scripted_engine: Engine, tmp_path: Path
 ) -> None:
-    engine.healthy = True
+    scripted_engine.healthy = True
     recent = _recent(app)
     # Traffic of two tenants: chats through the gateway, grounded outcomes as the judge and the
     # retrieval gate record them (tests/unit/test_recent_activity.py covers those sites).
@@ -152,13 +151,13 @@ def test_status_shows_only_the_callers_tenant_and_everything_to_a_platform_key(
 
 
 def test_status_says_the_engine_is_not_ready_when_its_health_check_fails(
-    app: FastAPI, engine: Engine
+    app: FastAPI, scripted_engine: Engine
 ) -> None:
-    engine.healthy = False
+    scripted_engine.healthy = False
     try:
         reply = client(app, "acme-chat").get("/v1/status")
     finally:
-        engine.healthy = True
+        scripted_engine.healthy = True
     assert reply.status_code == 200  # the console shows the state; /readyz answers 503
     assert reply.json()["engine"] == {"ready": False}
 
