@@ -8,6 +8,7 @@ reads never block on writes.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -90,7 +91,19 @@ def _scored_at(hit: Hit) -> tuple[int, ScoredChunk]:
     return payload.index, _scored(hit, payload)
 
 
-def _scored(hit: Hit, payload: ChunkPayload | None = None) -> ScoredChunk:
+def _cosine(query: Sequence[float] | None, point: Sequence[float] | None) -> float | None:
+    """Cosine similarity of a hit with the query: the absolute score a fused rank lacks (what
+    the retrieval gate reads), from the same query (the store returns the hit's vector)."""
+    if query is None or point is None or len(query) != len(point):
+        return None
+    dot = sum(a * b for a, b in zip(query, point, strict=True))
+    norms = math.sqrt(sum(a * a for a in query)) * math.sqrt(sum(b * b for b in point))
+    return dot / norms if norms else None
+
+
+def _scored(
+    hit: Hit, payload: ChunkPayload | None = None, *, similarity: float | None = None
+) -> ScoredChunk:
     p = payload or read_chunk_payload(hit.payload, point_id=hit.point_id)
     return ScoredChunk(
         chunk_id=p.chunk_id,
@@ -102,6 +115,7 @@ def _scored(hit: Hit, payload: ChunkPayload | None = None) -> ScoredChunk:
         updated_at=p.updated_at,
         heading_path=tuple(p.heading_path),
         metadata=dict(p.meta),
+        similarity=similarity,
     )
 
 
@@ -497,8 +511,11 @@ class Retriever:
         if not tenant:
             raise ValueError("tenant is required")
         mode = SearchMode(mode)
-        # Encode before taking a snapshot: the gate should be held for the query only.
-        dense = self.embedder.embed_query(query).tolist() if mode is not SearchMode.SPARSE else None
+        # Encode before taking a snapshot: the gate should be held for the query only. The query
+        # is embedded in every mode: each hit's cosine with it is the absolute score that a
+        # fused (rank-based) or BM25 score is not.
+        embedded = self.embedder.embed_query(query).tolist()
+        dense = embedded if mode is not SearchMode.SPARSE else None
         sparse = self.sparse.embed_query(query) if mode is not SearchMode.DENSE else None
         if sparse is not None and not sparse.indices and dense is None:
             return []
@@ -518,9 +535,11 @@ class Retriever:
                 updated_before=iso_utc(flt.updated_before) if flt.updated_before else None,
             )
             request = StoreQuery(
-                scope=scope, limit=limit, dense=dense, sparse=sparse, fusion=fusion or self.fusion
-            )
-            return [_scored(hit) for hit in self.store.query(collection, request)]
+                scope=scope, limit=limit, dense=dense, sparse=sparse,
+                fusion=fusion or self.fusion, with_dense=True,
+            )  # fmt: skip
+            hits = self.store.query(collection, request)
+            return [_scored(hit, similarity=_cosine(embedded, hit.dense)) for hit in hits]
 
         chunks = self.snapshots.read(collection, read)
         if recency is not None:

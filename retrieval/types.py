@@ -77,6 +77,7 @@ class ScoredChunk:
     updated_at: str
     heading_path: tuple[str, ...] = ()
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
+    similarity: float | None = None  # cosine with the query's embedding (None: sparse search)
 
 
 @dataclass(frozen=True)

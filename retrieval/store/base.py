@@ -84,11 +84,13 @@ class StoredPoint:
 
 @dataclass(frozen=True)
 class Hit:
-    """A point read back: id, score (0 for scrolls) and payload."""
+    """A point read back: id, score (0 for scrolls), payload, and its dense vector when the query
+    asked for it (`StoreQuery.with_dense`)."""
 
     point_id: str
     score: float
     payload: Mapping[str, Any]
+    dense: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class StoreQuery:
         dense: query embedding.
         sparse: query sparse vector.
         fusion: how hybrid candidates are fused.
+        with_dense: return each hit's dense vector (normalized, as the cosine index stores it),
+            so a fused search also tells each hit's similarity without a second query.
     """
 
     scope: Scope
@@ -108,6 +112,13 @@ class StoreQuery:
     dense: Sequence[float] | None = None
     sparse: SparseVec | None = None
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    with_dense: bool = False
+
+
+def dense_of(vector: Any) -> list[float] | None:
+    """The dense vector among a returned point's named vectors (None when not asked for)."""
+    value = vector.get(DENSE) if isinstance(vector, dict) else None
+    return [float(x) for x in value] if isinstance(value, list) else None
 
 
 class VectorStore(Protocol):
@@ -169,4 +180,5 @@ __all__ = [
     "StoreQuery",
     "StoredPoint",
     "VectorStore",
+    "dense_of",
 ]

@@ -27,6 +27,7 @@ from retrieval.store.base import (
     Scope,
     StoredPoint,
     StoreQuery,
+    dense_of,
 )
 from retrieval.store.edge import check_collection_name
 
@@ -193,6 +194,7 @@ class QdrantClientStore:
             branches.append((vector, SPARSE, idf))
         if not branches:
             raise ValueError("a query needs a dense or a sparse vector")
+        vectors: Any = [DENSE] if request.with_dense else False
         if len(branches) == 1:
             query, using, params = branches[0]
             with self._lock:
@@ -204,6 +206,7 @@ class QdrantClientStore:
                     search_params=params,
                     limit=request.limit,
                     with_payload=True,
+                    with_vectors=vectors,
                 )
         else:
             fusion = request.fusion
@@ -227,8 +230,12 @@ class QdrantClientStore:
                     query=fuse,
                     limit=request.limit,
                     with_payload=True,
+                    with_vectors=vectors,
                 )
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+        return [
+            Hit(str(p.id), float(p.score), p.payload or {}, dense_of(p.vector))
+            for p in response.points
+        ]
 
     def scroll(self, name: str, scope: Scope, limit: int) -> list[Hit]:
         """Up to `limit` points of the scope."""

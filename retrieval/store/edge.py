@@ -31,6 +31,7 @@ from retrieval.store.base import (
     Scope,
     StoredPoint,
     StoreQuery,
+    dense_of,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -201,11 +202,13 @@ class EdgeStore:
             branches.append((qe.Query.Nearest(vector, using=SPARSE), sparse_params))
         if not branches:
             raise ValueError("a query needs a dense or a sparse vector")
+        vectors = [DENSE] if request.with_dense else None
         if len(branches) == 1:
             query, params = branches[0]
             req = qe.QueryRequest(
-                limit=request.limit, query=query, filter=flt, params=params, with_payload=True
-            )
+                limit=request.limit, query=query, filter=flt, params=params, with_payload=True,
+                with_vector=vectors,
+            )  # fmt: skip
         else:
             fusion = request.fusion
             fuse: Any = (
@@ -218,10 +221,11 @@ class EdgeStore:
                 for query, params in branches
             ]
             req = qe.QueryRequest(
-                limit=request.limit, query=fuse, prefetches=prefetches, with_payload=True
-            )
+                limit=request.limit, query=fuse, prefetches=prefetches, with_payload=True,
+                with_vector=vectors,
+            )  # fmt: skip
         points = self._shard(name).query(req)
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in points]
+        return [Hit(str(p.id), float(p.score), p.payload or {}, dense_of(p.vector)) for p in points]
 
     def scroll(self, name: str, scope: Scope, limit: int) -> list[Hit]:
         """Up to `limit` points of the scope."""

@@ -155,13 +155,10 @@ class RagService:
         chunks = self.retriever.search(
             collection, tenant, query, top_k=top_k, mode=mode, filter=flt
         )
-        if not chunks:
-            return chunks, None
-        # Fused scores are rank-based and say nothing absolute; the gate needs a similarity.
-        best = self.retriever.search(
-            collection, tenant, query, top_k=1, mode=SearchMode.DENSE, filter=flt
-        )
-        return chunks, (best[0].score if best else None)
+        # Fused scores are rank-based and say nothing absolute; the gate reads the best cosine
+        # similarity among the hits, which the same query returned.
+        similarities = [c.similarity for c in chunks if c.similarity is not None]
+        return chunks, (max(similarities) if similarities else None)
 
 
 def _search_filter(flt: RagFilter | None) -> SearchFilter:

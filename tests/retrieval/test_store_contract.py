@@ -152,6 +152,19 @@ def test_each_mode_finds_the_obvious_document(retriever: Retriever, mode: Search
     assert hit.updated_at == "2024-03-05T00:00:00.000000Z"
 
 
+@pytest.mark.parametrize("mode", [SearchMode.HYBRID, SearchMode.SPARSE])
+def test_every_hit_carries_its_dense_similarity_from_the_same_query(
+    retriever: Retriever, mode: SearchMode
+) -> None:
+    query = "volcano magma eruption"
+    dense = {h.chunk_id: h.score for h in retriever.search(C, "t1", query, mode=SearchMode.DENSE)}
+    hits = retriever.search(C, "t1", query, mode=mode)
+    assert hits and all(h.similarity is not None for h in hits)
+    for hit in hits:  # the cosine a dense search scores the same chunk with
+        if hit.chunk_id in dense:
+            assert hit.similarity == pytest.approx(dense[hit.chunk_id], abs=1e-4)
+
+
 def test_sparse_matches_exact_rare_terms(retriever: Retriever) -> None:
     assert ids(retriever.search(C, "t1", "XJ9000", mode=SearchMode.SPARSE)) == ["part"]
     # Stopword-only queries have no sparse terms: nothing to match, and no error.

@@ -79,7 +79,10 @@ class FixedCalibration(ModelCatalog):
 
 
 def _chunk(score: float, text: str = FACT) -> ScoredChunk:
-    return ScoredChunk("c1", "pump", "Pump manual", "kb://pump", score, text, "2026-01-01")
+    # A hit's similarity is what the gate reads (its fused score says nothing absolute).
+    return ScoredChunk(
+        "c1", "pump", "Pump manual", "kb://pump", score, text, "2026-01-01", similarity=score
+    )
 
 
 class ScriptedEngine:
@@ -180,9 +183,11 @@ async def test_a_streamed_abstention_at_the_gate_has_the_abstention_shape() -> N
 
 async def test_above_the_gate_the_question_goes_to_the_engine_over_numbered_sources() -> None:
     second = _chunk(0.7, "Filters are changed monthly.")
-    step, _, _ = _step([_chunk(0.9), second], engine_over(_no_engine))
+    step, _, retriever = _step([_chunk(0.9), second], engine_over(_no_engine))
     prepared = await step.prepare(_request(top_logprobs=2), WHO)
     assert isinstance(prepared, GroundedChat)
+    assert len(retriever.queries) == 1  # one search: the gate reads its hits' similarity
+    assert prepared.turn.outcome.top_score == 0.9
     system, user = prepared.turn.messages
     assert system["role"] == "system" and system["content"].endswith("Answer briefly.")
     assert DEFAULT_ABSTENTION_MESSAGE in system["content"]

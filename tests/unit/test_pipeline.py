@@ -99,7 +99,11 @@ class OneAdapterCatalog(ModelCatalog):
 
 class SetRetriever:
     def search(self, collection: str, tenant: str, query: str, **_: Any) -> list[ScoredChunk]:
-        return [ScoredChunk("c1", "pump", "Pump manual", "kb://pump", 0.9, FACT, "2026-01-01")]
+        return [
+            ScoredChunk(
+                "c1", "pump", "Pump manual", "kb://pump", 0.9, FACT, "2026-01-01", similarity=0.9
+            )
+        ]
 
 
 class Engine:
