@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.answerability import FEATURES, AnswerabilitySignals, Calibration
+from grounding.answerability import FEATURES, AnswerabilitySignals, Calibration
 
 # The direction each feature may push the score: answerability must not rise with the model's
 # wish to abstain, nor fall as the question is better covered or the best source more similar.

@@ -24,6 +24,7 @@ from eval.answerability import fit_calibration, plot_tradeoff
 from eval.gateway import EvalGateway, bounded_map
 from eval.metrics.text import contains_answer, token_f1
 from eval.tasks.grounding import article_documents, ingest
+from grounding.prompt import is_abstention
 from ragdock.contracts.adapter_manifest import (
     MANIFEST_FILE,
     AdapterManifest,
@@ -31,7 +32,6 @@ from ragdock.contracts.adapter_manifest import (
     CalibrationFit,
     read_adapter_manifest,
 )
-from retrieval.grounded_prompt import is_abstention
 
 CURVE_PNG = "calibration.png"
 ROWS_FILE = "calibration_rows.jsonl"

@@ -31,5 +31,5 @@ phase "compute dtype (auto)" .venv/bin/ragdock engine dtype
 phase "ruff" .venv/bin/ruff check .
 phase "ruff format" .venv/bin/ruff format --check .
 phase "mypy (strict)" \
-  .venv/bin/mypy server engine ragdock ragdock_cli retrieval adapters training eval
+  .venv/bin/mypy server engine ragdock ragdock_cli retrieval grounding adapters training eval
 phase "pytest" .venv/bin/python -m pytest "$@"

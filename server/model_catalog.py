@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from adapters.errors import RegistryError
 from adapters.names import ModelRef
 from adapters.registry import AdapterRegistry, AdapterVersion
-from retrieval.answerability import Calibration
+from grounding.answerability import Calibration
 from server.engine_client import EngineClient
 from server.errors import ModelNotFoundError
 from server.openai_api.protocol import ModelCard

@@ -1,6 +1,6 @@
 """RAFT-style grounded-answering data from a SQuAD (2.0) file.
 
-Each question becomes a chat example built by `retrieval.grounded_prompt.grounded_messages`, the
+Each question becomes a chat example built by `grounding.prompt.grounded_messages`, the
 same function the gateway uses at serve time, so the adapter learns exactly the prompt it will see.
 Three kinds of answer:
   * `answerable`: the oracle paragraph among k distractors (shuffled position); the reply is the
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.grounded_prompt import (
+from grounding.prompt import (
     DEFAULT_ABSTENTION_MESSAGE,
     PromptSource,
     grounded_messages,

@@ -21,7 +21,7 @@ from eval.metrics.grounding import GroundingOutcome, grounding_metrics, per_exam
 from eval.metrics.text import contains_answer, exact_match, normalize_answer, token_f1
 from eval.suite import GroundingTask
 from eval.tasks.base import TaskContext, TaskResult
-from retrieval.grounded_prompt import is_abstention
+from grounding.prompt import is_abstention
 
 INGEST_BATCH = 200
 

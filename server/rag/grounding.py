@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from retrieval.answerability import (
+from grounding.answerability import (
     AnswerabilitySignals,
     Calibration,
     abstention_probability,
     answer_support,
     question_coverage,
 )
-from retrieval.grounded_prompt import PromptSource, cited_sources, grounded_messages, is_abstention
+from grounding.prompt import PromptSource, cited_sources, grounded_messages, is_abstention
 from server.errors import InvalidRequestError
 from server.rag.protocol import Answerability, Grounding, Source, Support
 from server.relay.framing import DONE_EVENT, sse_event

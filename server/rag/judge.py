@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
-from retrieval.answerability import Calibration
+from grounding.answerability import Calibration
 from server.engine_client import EngineClient
 from server.metrics import GatewayMetrics
 from server.model_catalog import ModelCatalog, ResolvedModel

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE
 from ragdock.digest import sha256_file
-from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE
 from server.relay.framing import event_data
 from tests.support import TEST_API_KEY, GatewayProcess
 from tests.training.test_raft import synthetic_squad

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from eval.tasks.grounding import _score, article_documents, load_questions, stratified_sample
-from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE, PromptSource, grounded_messages
+from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE, PromptSource, grounded_messages
 from tests.training.test_raft import synthetic_squad
 from training.raft import RaftOptions, build_raft
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE, PromptSource, grounded_messages
+from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE, PromptSource, grounded_messages
 from training.cli import app
 from training.data import read_examples
 from training.raft import RaftOptions, build_raft

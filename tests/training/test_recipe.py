@@ -20,9 +20,9 @@ from adapters.validation import AdapterLimits
 from engine.model_build import build_manifest_digest, checkpoint_digest
 from eval.calibrate import write_calibration
 from eval.runner import candidate_manifest
+from grounding.answerability import Calibration
 from ragdock.contracts.adapter_manifest import read_adapter_manifest
 from ragdock.digest import sha256_file
-from retrieval.answerability import Calibration
 from tests.training.conftest import FACTS, JsonlWriter, chat
 from training.cli import app
 from training.config import load_config

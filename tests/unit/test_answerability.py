@@ -7,7 +7,7 @@ import dataclasses
 import math
 from typing import Any
 
-from retrieval.answerability import (
+from grounding.answerability import (
     AnswerabilitySignals,
     Calibration,
     abstention_probability,

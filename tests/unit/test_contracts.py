@@ -18,6 +18,7 @@ from adapters.registry import AdapterRegistry
 from adapters.validation import AdapterLimits
 from eval.runner import candidate_manifest, check_holdout
 from eval.suite import load_suite
+from grounding.answerability import Calibration
 from ragdock.contracts.adapter_manifest import (
     CalibrationBlock,
     parse_adapter_manifest,
@@ -27,7 +28,6 @@ from ragdock.contracts.base import ContractError
 from ragdock.contracts.chunk_payload import ChunkPayload, read_chunk_payload
 from ragdock.contracts.eval_report import parse_eval_report
 from ragdock.contracts.model_build import BuildManifest, BuildSource
-from retrieval.answerability import Calibration
 from retrieval.store import base as store_base
 from tests import contract_samples as samples
 from tests.unit.test_adapter_registry import make_adapter

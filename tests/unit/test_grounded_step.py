@@ -12,8 +12,8 @@ import httpx
 import pytest
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from retrieval.answerability import Calibration
-from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE
+from grounding.answerability import Calibration
+from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE
 from retrieval.service import Retriever
 from retrieval.types import ScoredChunk
 from server.auth import Principal

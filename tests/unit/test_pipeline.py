@@ -16,7 +16,7 @@ from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from adapters.registry import AdapterVersion
-from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE
+from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE
 from retrieval.service import Retriever
 from retrieval.types import ScoredChunk
 from server.adapter_loading import RuntimeApiLoader
