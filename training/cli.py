@@ -40,8 +40,14 @@ def run_command(
 ) -> None:
     """Train an adapter as the config says; writes adapter, manifest, metrics and loss curve."""
     from training.data import DataError
+    from training.reader.config import is_reader_config
     from training.recipe import run
 
+    if is_reader_config(config):  # `kind: reader`: the span reader's recipe (training/reader)
+        from training.reader.cli import run_reader
+
+        run_reader(config, overrides or [], progress=progress)
+        return
     cfg = _load(config, overrides or [])
     console.print(f"[bold]ragdock train[/bold] {config} -> {cfg.output_dir} ({cfg.method})")
     try:
@@ -64,6 +70,13 @@ def check_command(
     overrides: list[str] | None = typer.Argument(None, help="Dotted overrides."),
 ) -> None:
     """Validate a config (no model is loaded) and print it resolved."""
+    from training.reader.config import is_reader_config
+
+    if is_reader_config(config):
+        from training.reader.cli import check_reader
+
+        check_reader(config, overrides or [])
+        return
     cfg = _load(config, overrides or [])
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
@@ -99,7 +112,7 @@ def build_raft_command(
     seed: int = typer.Option(0, help="Seeds the split, distractors, positions, subsets."),
 ) -> None:
     """Build RAFT grounded-answering chat data, split by article."""
-    from retrieval.grounded_prompt import DEFAULT_ABSTENTION_MESSAGE
+    from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE
     from training.raft import RaftOptions, build_raft
 
     caps = {"train": max_train, "validation": max_validation, "holdout": max_holdout}
