@@ -13,19 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from grounding.answerability import content_words
+from grounding.prompt import cited_sources as cited
 
-CITATION = re.compile(r"\s*\[(\d{1,3})\]")
+CITATION = re.compile(r"\s*\[\d{1,3}\]")
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
-
-
-def cited(answer: str) -> list[int]:
-    """Source numbers an answer cites, in order of first appearance."""
-    seen: list[int] = []
-    for match in CITATION.finditer(answer):
-        number = int(match.group(1))
-        if number not in seen:
-            seen.append(number)
-    return seen
 
 
 def without_citations(answer: str) -> str:
