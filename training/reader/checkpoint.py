@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from grounding.reader.model import load_trained_state
 from training.checkpoint import list_checkpoints
-from training.reader.model import load_trained_state, trained_state
+from training.reader.loss import trained_state
 
 STATE_FILE = "trainer_state.pt"
 WEIGHTS_FILE = "weights.safetensors"

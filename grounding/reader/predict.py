@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.reader.batching import collate, epoch_batches
-from training.reader.decoding import SpanChoice, best_spans, best_window, span_characters
-from training.reader.model import batch_logits
-from training.reader.windows import Window
+from grounding.reader.batching import collate, epoch_batches
+from grounding.reader.decoding import SpanChoice, best_spans, best_window, span_characters
+from grounding.reader.model import batch_logits
+from grounding.reader.windows import Window
 
 
 @dataclass(frozen=True)
