@@ -67,6 +67,10 @@ AUDIT_LOG = "audit.log"
 _STALE_STAGING_S = 3600.0
 
 
+# (owner tenant, visibility) of a name, or None; whether it has a live version. Raises to refuse.
+Authorize = Callable[[tuple[str, str] | None, bool], None]
+
+
 @dataclass(frozen=True)
 class AdapterVersion:
     name: str
@@ -121,7 +125,7 @@ class AdapterRegistry:
                 .distinct()
             ).scalars()
             owners = _owners(conn)
-        return sorted(n for n in rows if viewer is None or _usable(owners.get(n), viewer))
+        return sorted(n for n in rows if viewer is None or usable_by(owners.get(n), viewer))
 
     def ownership(self, name: str) -> tuple[str, str] | None:
         """(owner tenant, visibility) of an adapter name; None when it has no owner (pushed
@@ -131,7 +135,7 @@ class AdapterRegistry:
 
     def may_use(self, name: str, viewer: str | None) -> bool:
         """Whether tenant `viewer` may serve or see the adapter (None: a platform admin)."""
-        return viewer is None or _usable(self.ownership(name), viewer)
+        return viewer is None or usable_by(self.ownership(name), viewer)
 
     def versions(self, name: str) -> list[AdapterVersion]:
         with self.control.read() as conn:
@@ -202,6 +206,7 @@ class AdapterRegistry:
         actor: str,
         owner: str | None = None,
         visibility: str = "shared",
+        authorize: Authorize | None = None,
     ) -> AdapterVersion:
         """Validate and copy an adapter directory in as a new version.
 
@@ -209,9 +214,16 @@ class AdapterRegistry:
         its owner tenant and visibility (`tenant`: that tenant only; `shared`: every tenant);
         later pushes keep them.
 
+        Args:
+            authorize: called in the push's transaction, under the name's lock, with the name's
+                ownership and whether it has live versions; it raises to refuse the push. So
+                the check and the first push's owner are one transaction: two tenants racing
+                for a new name cannot both land in it.
+
         Raises:
             AdapterValidationError: the adapter is unsafe, malformed, or for another base model.
             AdapterConflictError: the label was ever used (labels are never reused).
+            Whatever `authorize` raises.
         """
         check_name(name)
         if version is not None:
@@ -230,6 +242,9 @@ class AdapterRegistry:
             _fsync_tree(staging)
             self.fault("copied")
             with self._transaction(name) as conn:
+                ownership = _owners(conn, name).get(name)
+                if authorize is not None:
+                    authorize(ownership, _has_live_version(conn, name))
                 label = version or _next_label(conn, name)
                 if _row(conn, name, label) is not None:
                     raise AdapterConflictError(
@@ -245,7 +260,7 @@ class AdapterRegistry:
                 self.fault("renamed")
                 self._publish_for_resolver(name, label, info.config)
                 self.fault("published")
-                if owner is not None and name not in _owners(conn, name):
+                if owner is not None and ownership is None:
                     conn.execute(adapter_owners.insert().values(
                         name=name, owner=owner, visibility=visibility
                     ))  # fmt: skip
@@ -501,8 +516,16 @@ def _owners(conn: Connection, name: str | None = None) -> dict[str, tuple[str, s
     return {n: (o, v) for n, o, v in conn.execute(query).all()}
 
 
-def _usable(ownership: tuple[str, str] | None, viewer: str) -> bool:
+def usable_by(ownership: tuple[str, str] | None, viewer: str) -> bool:
+    """Whether tenant `viewer` may see and serve an adapter of this (owner, visibility)."""
     return ownership is None or ownership[1] == "shared" or ownership[0] == viewer
+
+
+def _has_live_version(conn: Connection, name: str) -> bool:
+    query = select(adapter_versions.c.version).where(
+        adapter_versions.c.name == name, adapter_versions.c.deleted_at.is_(None)
+    )
+    return conn.execute(query.limit(1)).first() is not None
 
 
 def gate_verdict(report: EvalReport | None) -> tuple[bool, str]:

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from adapters.errors import AdapterConflictError, AdapterNotFoundError, AdapterValidationError
 from adapters.names import check_alias
-from adapters.registry import AdapterRegistry, AdapterVersion, gate_verdict
+from adapters.registry import AdapterRegistry, AdapterVersion, gate_verdict, usable_by
 from adapters.training_history import read_training_history
 from server.adapters_api.protocol import AdapterOut, AdapterVersionOut, AliasOut
 from server.auth import PLATFORM, Principal, viewer_of
@@ -40,18 +40,8 @@ class AdapterService:
 
     def _manageable(self, name: str, who: Principal) -> None:
         """Raises unless `who` may change `name` (a name nobody pushed yet is free to take)."""
-        self._visible(name, who)
-        if who.can(PLATFORM):
-            return
-        ownership = self.registry.ownership(name)
-        if ownership == (who.tenant, "tenant"):
-            return
-        if ownership is None and not self.registry.versions(name):
-            return
-        raise PermissionDeniedError(
-            f"adapter {name!r} is shared by every tenant: only a platform admin (scope "
-            "'platform') may change it",
-            code="missing_scope",
+        _check_manageable(
+            name, who, self.registry.ownership(name), bool(self.registry.versions(name))
         )
 
     # --- reads ------------------------------------------------------------------------------
@@ -80,10 +70,15 @@ class AdapterService:
     ) -> AdapterVersionOut:
         """A new version; a new name becomes the caller's tenant's (a platform admin's:
         shared)."""
-        self._manageable(name, who)
+        self._manageable(name, who)  # early, before the files are validated and copied
+
+        def authorize(ownership: tuple[str, str] | None, has_versions: bool) -> None:
+            # Again in the push's transaction: another tenant may have taken the name since.
+            _check_manageable(name, who, ownership, has_versions)
+
         pushed = self.registry.push(
             source, name, version=version, actor=who.name, owner=who.tenant,
-            visibility="shared" if who.can(PLATFORM) else "tenant",
+            visibility="shared" if who.can(PLATFORM) else "tenant", authorize=authorize,
         )  # fmt: skip
         return self._describe(pushed)
 
@@ -169,3 +164,27 @@ class AdapterService:
             eval_report=self.registry.eval_report(version),
             training_history=read_training_history(version.path),
         )
+
+
+def _check_manageable(
+    name: str, who: Principal, ownership: tuple[str, str] | None, has_versions: bool
+) -> None:
+    """Whether `who` may change adapter `name`, given its (owner, visibility) and whether it
+    has live versions.
+
+    Raises:
+        AdapterNotFoundError: the name is another tenant's (it does not exist for `who`).
+        PermissionDeniedError: the name is shared and `who` is not a platform admin.
+    """
+    viewer = viewer_of(who)
+    if viewer is not None and not usable_by(ownership, viewer):
+        raise AdapterNotFoundError(f"adapter {name!r} does not exist", param="name")
+    if who.can(PLATFORM) or ownership == (who.tenant, "tenant"):
+        return
+    if ownership is None and not has_versions:
+        return
+    raise PermissionDeniedError(
+        f"adapter {name!r} is shared by every tenant: only a platform admin (scope "
+        "'platform') may change it",
+        code="missing_scope",
+    )
