@@ -652,8 +652,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AdapterValidationError(f"{path.name} does not parse: {exc}") from exc
+    except RecursionError:
+        raise AdapterValidationError(f"{path.name} nests too deeply") from None
     return data if isinstance(data, dict) else None
 
 

@@ -11,7 +11,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from adapters.errors import AdapterValidationError
 
@@ -24,7 +24,14 @@ GEMMA_LORA_MODULES = frozenset(
 )
 # Weights vLLM rejects in an adapter: whole layers saved beside the LoRA matrices.
 _FORBIDDEN_PARTS = ("lm_head", "embed_tokens", "modules_to_save", "lora_embedding")
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
+# A LoRA's header holds one entry of ~150 bytes per matrix (a few hundred KB for the largest
+# models); this leaves room for 100,000 matrices and bounds what parsing a hostile one costs.
+_MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Bytes per element of the dtypes safetensors defines; anything else is not a safetensors file.
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -128,24 +135,79 @@ def validate_adapter_dir(path: Path, limits: AdapterLimits) -> AdapterInfo:
 def read_safetensors_header(path: Path) -> dict[str, Any]:
     """Tensor name -> {dtype, shape, data_offsets}, read from the header without loading data.
 
+    The whole header is checked as the safetensors loader would check it (every entry an object
+    with a known dtype, a shape of non-negative integers and offsets that match it inside the
+    file), so a malformed file is refused here and never reaches the engine.
+
     Raises:
         AdapterValidationError: the file is not a valid safetensors file.
     """
+    size = path.stat().st_size
     with path.open("rb") as handle:
         prefix = handle.read(8)
         if len(prefix) != 8:
             raise AdapterValidationError(f"{path.name} is not a safetensors file (too short)")
         (length,) = struct.unpack("<Q", prefix)
-        if length > _MAX_HEADER_BYTES:
-            raise AdapterValidationError(f"{path.name} has an implausible header; re-save it")
+        if length > _MAX_HEADER_BYTES or length > size - 8:
+            raise AdapterValidationError(
+                f"{path.name} is not a safetensors file: its header claims {length} bytes "
+                f"(the file has {size - 8} after the length, and headers are at most "
+                f"{_MAX_HEADER_BYTES} bytes); re-save it with safetensors"
+            )
         try:
             header = json.loads(handle.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise AdapterValidationError(f"{path.name} is not a safetensors file: {exc}") from exc
+        except RecursionError:
+            raise AdapterValidationError(
+                f"{path.name} is not a safetensors file: its header nests too deeply"
+            ) from None
     if not isinstance(header, dict):
         raise AdapterValidationError(f"{path.name} is not a safetensors file")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise AdapterValidationError(
+            f"{path.name} is not a safetensors file: __metadata__ must map names to strings"
+        )
+    data_bytes = size - 8 - length
+    for name, entry in header.items():
+        problem = _entry_problem(entry, data_bytes)
+        if problem:
+            raise AdapterValidationError(
+                f"{path.name} is not a safetensors file: tensor {name[:200]!r} {problem}; "
+                "re-save it with safetensors"
+            )
     return header
+
+
+def _entry_problem(entry: object, data_bytes: int) -> str | None:
+    """What is wrong with one tensor's header entry, or None."""
+    if not isinstance(entry, dict):
+        return f"is a JSON {type(entry).__name__}, not an object"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES:
+        return f"has dtype {str(dtype)[:40]!r}, which safetensors does not define"
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        return "has a shape that is not a list of non-negative integers"
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_count(o) for o in offsets)
+        or not offsets[0] <= offsets[1] <= data_bytes
+    ):
+        return f"has data_offsets outside the file's {data_bytes} data bytes"
+    elements = 1
+    for dim in shape:
+        elements *= dim
+    if offsets[1] - offsets[0] != elements * _DTYPE_BYTES[dtype]:
+        return f"has {offsets[1] - offsets[0]} data bytes, not the {shape} of {dtype} it claims"
+    return None
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -155,6 +217,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AdapterValidationError(f"{ADAPTER_CONFIG} does not parse: {exc}") from exc
+    except RecursionError:
+        raise AdapterValidationError(f"{ADAPTER_CONFIG} nests too deeply") from None
     if not isinstance(config, dict):
         raise AdapterValidationError(f"{ADAPTER_CONFIG} must be a JSON object")
     return config
@@ -166,9 +230,17 @@ def _check_config(config: dict[str, Any], limits: AdapterLimits) -> None:
             f"peft_type is {config.get('peft_type')!r}; only LoRA adapters can be served"
         )
     rank = config.get("r")
-    if not isinstance(rank, int) or rank < 1:
+    if not _is_count(rank) or rank < 1:
         raise AdapterValidationError(f"r must be a positive integer in {ADAPTER_CONFIG}")
-    ranks = [rank, *(config.get("rank_pattern") or {}).values()]
+    pattern = config.get("rank_pattern") or {}
+    if not isinstance(pattern, dict) or not all(_is_count(r) and r > 0 for r in pattern.values()):
+        raise AdapterValidationError(
+            f"rank_pattern must map module names to positive integers in {ADAPTER_CONFIG}"
+        )
+    alpha = config.get("lora_alpha", rank)
+    if not isinstance(alpha, int | float) or isinstance(alpha, bool):
+        raise AdapterValidationError(f"lora_alpha must be a number in {ADAPTER_CONFIG}")
+    ranks = [rank, *pattern.values()]
     if max(ranks) > limits.max_rank:
         raise AdapterValidationError(
             f"LoRA rank {max(ranks)} is over the engine's max rank {limits.max_rank}: retrain with "

@@ -65,6 +65,8 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(str(path), [("(file)", str(exc))], "write it again") from None
+    except RecursionError:  # a hostile file: arrays nested thousands deep
+        raise ContractError(str(path), [("(file)", "nests too deeply")], "write it again") from None
 
 
 def write_json_atomic(path: Path, model: BaseModel) -> None:
