@@ -22,7 +22,15 @@ from grounding.answerability import FEATURES, AnswerabilitySignals, Calibration
 # Fitting free weights on one dataset can learn the opposite (SQuAD 2.0's impossible questions
 # are written with the paragraph's own words, so coverage there separates the classes backwards);
 # such a weight would not carry over to a new corpus, so it is held at 0 instead.
-MONOTONE_SIGNS = {"abstain_logit": -1.0, "question_coverage": 1.0, "top_score": 1.0}
+MONOTONE_SIGNS = {
+    "abstain_logit": -1.0,
+    "question_coverage": 1.0,
+    "top_score": 1.0,
+    # The reader's decision (`eval.reader_decision`): more belief in a span, more answerable.
+    "reader_margin": 1.0,
+    "span_score": 1.0,
+    "top_similarity": 1.0,
+}
 
 # Signals reported per question beside the fitted score; the first three are the score's inputs.
 # `answer_logprob` and `support_overlap` exist only once an answer is written (not for

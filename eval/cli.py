@@ -316,3 +316,64 @@ def retrieval_command(
     console.print(report.settings, report.timings)
     if json_out:
         json_out.write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
+
+
+@app.command("calibrate-reader")
+def calibrate_reader_command(
+    reader_dir: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="A trained reader (its manifest is updated)."
+    ),
+    target_hallucination: float = typer.Option(
+        0.10, min=0.0, max=1.0, help="Share of questions the sources do not answer it may answer."
+    ),
+    top_k: int = typer.Option(5, min=1, max=50, help="Sources read per question, as served."),
+    split: str = typer.Option("calibration", help="The manifest's split of articles to fit on."),
+) -> None:
+    """Fit the reader's answer/abstain decision on its held-out calibration articles: each
+    signal's AUROC, a combined probability and its threshold for a target hallucination rate,
+    written into the reader's manifest (the gateway applies it)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.reader_decision import calibrate_reader
+    from ragdock.contracts.reader import read_reader_manifest
+    from ragdock.progress import progress_bar
+    from retrieval.dense import MiniLMEmbedder
+    from training.reader.squad import read_squad
+
+    console = Console()
+    manifest = read_reader_manifest(reader_dir)
+    titles = manifest.data.splits.get(split)
+    if not titles:
+        console.print(f"[red]the reader's manifest has no articles in split {split!r}[/]")
+        raise typer.Exit(2)
+    by_title = {a.title: a for f in manifest.data.files for a in read_squad(Path(f.path))}
+    missing = [t for t in titles if t not in by_title]
+    if missing:
+        console.print(
+            f"[red]articles {missing} are not in {[f.path for f in manifest.data.files]}[/]"
+        )
+        raise typer.Exit(2)
+    articles = [by_title[t] for t in titles]
+    with progress_bar(console) as bar:
+        task = bar.add_task(
+            "read calibration questions", total=sum(len(a.questions) for a in articles)
+        )
+        try:
+            decision, _ = calibrate_reader(
+                reader_dir, MiniLMEmbedder(), articles, target_hallucination=target_hallucination,
+                top_k=top_k, advance=lambda: bar.advance(task),
+            )  # fmt: skip
+        except ValueError as exc:
+            console.print(f"[red]cannot calibrate: {exc}[/]")
+            raise typer.Exit(2) from exc
+    table = Table("signal", "AUROC (sources answer vs not)", title=f"reader decision on {titles}")
+    for item in decision.auroc:
+        table.add_row(item.signal, "n/a" if item.auroc is None else f"{item.auroc:.3f}")
+    console.print(table)
+    console.print(
+        f"threshold {decision.threshold:.3f}: hallucination {decision.hallucination:.3f} "
+        f"(target {target_hallucination}), false abstention {decision.false_abstention:.3f} "
+        f"on {decision.questions} questions ({decision.answerable} answerable by their sources); "
+        f"written to {reader_dir}/manifest.json"
+    )

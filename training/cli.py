@@ -37,6 +37,11 @@ def run_command(
         None, help="Dotted overrides, e.g. optim.lr=1e-4 data.packing=true loop.resume_from=latest"
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    finish: bool = typer.Option(
+        False,
+        help="Reader configs: write the reader from the newest checkpoint's best weights "
+        "now, without training further.",
+    ),
 ) -> None:
     """Train an adapter as the config says; writes adapter, manifest, metrics and loss curve."""
     from training.data import DataError
@@ -46,7 +51,7 @@ def run_command(
     if is_reader_config(config):  # `kind: reader`: the span reader's recipe (training/reader)
         from training.reader.cli import run_reader
 
-        run_reader(config, overrides or [], progress=progress)
+        run_reader(config, overrides or [], progress=progress, finish=finish)
         return
     cfg = _load(config, overrides or [])
     console.print(f"[bold]ragdock train[/bold] {config} -> {cfg.output_dir} ({cfg.method})")

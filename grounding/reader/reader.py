@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from grounding.policy import DecisionModel, Evidence
 from grounding.reader.model import (
     base_model_dir,
     build_model,
@@ -126,3 +127,19 @@ class Reader:
             max_answer_tokens=self.manifest.decoding.max_answer_tokens,
         )
         return readings(list(chunks), windows, choices)
+
+    def evidence(self, question: str, chunks: Sequence[str]) -> list[Evidence]:
+        """`read`, as the policy's evidence: one per chunk, numbered from 1 like the sources."""
+        return [
+            Evidence(n, r.text, r.start, r.end, r.span_score, r.null_score)
+            for n, r in enumerate(self.read(question, chunks), start=1)
+        ]
+
+    def decision_model(self) -> DecisionModel | None:
+        """The calibrated decision stored in the manifest (None: never calibrated)."""
+        decision = self.manifest.decision
+        if decision is None:
+            return None
+        return DecisionModel(
+            tuple(decision.features), tuple(decision.weights), decision.bias, decision.threshold
+        )

@@ -110,6 +110,32 @@ class ReaderThreshold(Contract):
     achieved: float
 
 
+class SignalAuroc(Contract):
+    signal: str
+    auroc: float | None = Field(description="Answerable-by-the-sources vs not, on the split.")
+
+
+class ReaderDecision(Contract):
+    """The answer/abstain decision the gateway applies (`grounding.policy.DecisionModel`):
+    logistic weights over named signals, and the probability threshold that keeps the split's
+    hallucination rate (unanswerable questions answered) at or under `target_hallucination`."""
+
+    features: list[str]
+    weights: list[float]
+    bias: float
+    threshold: float
+    target_hallucination: float
+    split: str
+    articles: list[str]
+    questions: int
+    answerable: int = Field(description="Questions whose answer is in the retrieved sources.")
+    top_k: int = Field(description="Sources read per question, as the gateway retrieves them.")
+    retrieval: str = Field(description="How the calibration retrieved its sources.")
+    hallucination: float = Field(description="Achieved on the split at the threshold.")
+    false_abstention: float = Field(description="Achieved on the split at the threshold.")
+    auroc: list[SignalAuroc] = Field(description="Each signal's AUROC and the combined one.")
+
+
 class ReaderManifest(Contract):
     manifest_version: Literal[1] = READER_MANIFEST_VERSION
     kind: Literal["reader"] = "reader"
@@ -129,6 +155,9 @@ class ReaderManifest(Contract):
         description="Validation metrics of the saved weights."
     )
     threshold: ReaderThreshold | None = None
+    decision: ReaderDecision | None = Field(
+        None, description="The calibrated decision (none: the gateway cannot enforce one)."
+    )
 
     def write(self, directory: Path) -> Path:
         path = directory / READER_MANIFEST_FILE

@@ -12,7 +12,7 @@ from rich.table import Table
 console = Console(stderr=True)
 
 
-def run_reader(config: Path, overrides: list[str], *, progress: bool) -> None:
+def run_reader(config: Path, overrides: list[str], *, progress: bool, finish: bool = False) -> None:
     """Train a reader as the config says and print the run's summary.
 
     Raises:
@@ -31,7 +31,7 @@ def run_reader(config: Path, overrides: list[str], *, progress: bool) -> None:
         raise typer.Exit(2) from None
     console.print(f"[bold]ragdock train[/bold] {config} -> {cfg.output_dir} (reader, {cfg.method})")
     try:
-        result = run(cfg, progress=progress, announce=console.print)
+        result = run(cfg, progress=progress, announce=console.print, finish=finish)
     except (SquadError, ResumeError, FileExistsError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

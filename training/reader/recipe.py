@@ -600,9 +600,13 @@ def run(
     home: Path | None = None,
     progress: bool = True,
     announce: Callable[[str], None] | None = None,
+    finish: bool = False,
 ) -> ReaderRunResult:
     """setup -> train -> save -> cleanup; a stopped run (Ctrl-C, SIGTERM: after the current step)
     leaves a checkpoint that the same command resumes from.
+
+    With `finish`, the reader is written from the newest checkpoint (its best weights) without
+    training further: a long run ended where its validation score says it is good enough.
 
     Raises:
         KeyboardInterrupt: the run was stopped (its checkpoint written).
@@ -614,7 +618,13 @@ def run(
     try:
         with _stop_gracefully(recipe):
             recipe.setup()
-            recipe.train()
+            if finish:
+                if recipe.state.step == 0:
+                    raise FileNotFoundError(
+                        f"{config.output_dir} has no checkpoint to finish from; train first"
+                    )
+            else:
+                recipe.train()
             return recipe.save_final()
     finally:
         recipe.cleanup()
