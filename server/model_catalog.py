@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 
 from fastapi.concurrency import run_in_threadpool
 
@@ -23,6 +24,15 @@ from server.errors import ModelNotFoundError
 from server.openai_api.protocol import ModelCard
 
 _CALIBRATIONS_KEPT = 256  # adapter versions whose calibration is kept in memory
+
+
+def shown_root(root: str) -> str:
+    """What /v1/models says a base is: a hub id (`google/gemma-3-270m`) as it is, a checkpoint
+    path (`/srv/models/gemma-3-270m`) by its directory's name, so no caller learns the server's
+    disk layout."""
+    if root.startswith(("/", ".", "~")) or Path(root).expanduser().exists():
+        return PurePath(root.rstrip("/")).name or root
+    return root
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,15 @@ class ModelCatalog:
         Args:
             alias: the name clients use for the base model.
             engine_name: the engine's name for it; None to ask the engine on first use.
-            root: what the base is (a model id or checkpoint path), shown in /v1/models.
+            root: what the base is (a model id or checkpoint path); /v1/models shows a model
+                id as it is and a path by its last part only.
             max_model_len: the engine's context length, shown in /v1/models.
             registry: the adapter registry, if adapters are served.
             default_adapter_alias: the alias a bare adapter name means.
         """
         self.alias = alias
         self._engine_name = engine_name
-        self._root = root
+        self._root = shown_root(root)
         self._max_model_len = max_model_len
         self._registry = registry
         self._default_alias = default_adapter_alias
@@ -131,7 +142,8 @@ class ModelCatalog:
         cards = []
         for name in self._registry.names(viewer):
             for version in self._registry.versions(name):
-                cards.append(self._card(version.ref, str(version.path), version))
+                # Its label, never its files' path: a caller has no business with the disk.
+                cards.append(self._card(version.ref, version.ref, version))
             for alias, entry in sorted(self._registry.aliases(name).items()):
                 target = f"{name}@{entry['version']}"
                 cards.append(self._card(f"{name}@{alias}", target, None))

@@ -312,14 +312,16 @@ def test_unsafe_names_are_refused(
 
 
 def test_a_version_the_engine_refuses_never_displaces_the_serving_one(
-    client: openai.OpenAI, admin: Admin, trained_adapters: dict[str, Path]
-) -> None:
+    client: openai.OpenAI, admin: Admin, trained_adapters: dict[str, Path],
+    gateway: GatewayProcess,
+) -> None:  # fmt: skip
     admin.ready(trained_adapters["alpha"], "safe", "v1")
     admin.promote("safe", "v1")
     admin.ready(trained_adapters["bravo"], "safe", "v2")
     # The registry accepted v2; then its weights are damaged on the volume (a storage fault).
-    root = {m.id: m for m in client.models.list().data}["safe@v2"].root  # type: ignore[attr-defined]
-    weights = Path(root) / "adapter_model.safetensors"
+    # The volume is the session gateway's RAGDOCK_ADAPTERS_DIR (/v1/models shows no paths).
+    adapters_dir = gateway.log_file.parent / "adapters"
+    weights = adapters_dir / "safe" / "v2" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     refused = admin.promote("safe", "v2")
     assert refused.status_code >= 500 and refused.json()["error"]["code"] == "adapter_load_failed"
