@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from ragdock.compute_dtype import DtypeSetting
+from ragdock.redact import MASK, mask_credentials
 
 # chat: ask (completions, RAG, retrieve, embeddings); ingest: manage the tenant's documents;
 # admin: manage the tenant's collections and adapters; platform: what all tenants share.
@@ -334,12 +335,14 @@ class Settings(BaseSettings):
         return (self.engine_url or f"http://{self.engine_host}:{self.engine_port}").rstrip("/")
 
     def describe(self) -> list[str]:
-        """`name = value` lines for the start-up banner; secrets are masked."""
+        """`name = value` lines for the start-up banner; secrets are masked, and so are the
+        credentials in any URL (a secret URL shows without its password)."""
         lines = []
         for name, value in self.model_dump().items():
             if name == "api_keys":
                 value = [f"{k['name'] or 'key'} (tenant={k['tenant']}, ****)" for k in value]
             elif isinstance(value, SecretStr):
-                value = "****"
-            lines.append(f"{name} = {value}")
+                secret = value.get_secret_value()
+                value = mask_credentials(secret) if name.endswith("_url") else MASK
+            lines.append(mask_credentials(f"{name} = {value}"))
         return lines

@@ -24,6 +24,7 @@ from engine.cli import wait_with_progress
 from engine.launcher import EngineLaunchSpec, EngineProcess, EngineStartError
 from engine.model_build import ModelBuildError, resolve_model_dir
 from ragdock.contracts.adapter_manifest import read_adapter_manifest
+from ragdock.redact import MaskingFormatter, mask_credentials
 from ragdock.settings import Settings
 from server.adapters_api.service import AdapterService
 from server.app import build_app
@@ -100,9 +101,9 @@ def _refuse_a_second_owner(settings: Settings) -> None:
 
 def _load(config: Path | None, **overrides: object) -> Settings:
     settings = Settings.load(config, **overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()  # no log line shows a URL's password
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     console.print(Panel("\n".join(settings.describe()), title="ragdock settings", expand=False))
     return settings
@@ -167,7 +168,8 @@ def _announce(
     console.print(
         Panel(
             f"[bold]ragdock gateway[/] listening on [cyan]{base}[/] "
-            f"(OpenAI API under {base}/v1, engine {settings.engine_base_url()})\n\n"
+            f"(OpenAI API under {base}/v1, engine {mask_credentials(settings.engine_base_url())})"
+            "\n\n"
             f"[bold]curl[/]\n{curl}\n\n[bold]Python (openai)[/]\n{python}\n\n"
             + (f"[bold]Web console[/] {base}/console/\n\n" if settings.console else "")
             + "Ctrl-C stops everything.",

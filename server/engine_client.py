@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from ragdock.redact import mask_credentials
 from server.errors import EngineUnavailableError
 
 
@@ -135,7 +136,8 @@ class EngineClient:
             reason = f"the engine answered {exc.response.status_code}"
             code = "engine_unavailable"
         else:
-            reason = f"the engine at {self.base_url} is not reachable ({type(exc).__name__})"
+            where = mask_credentials(self.base_url)
+            reason = f"the engine at {where} is not reachable ({type(exc).__name__})"
             code = "engine_unavailable"
         return EngineUnavailableError(
             f"Model engine unavailable: {reason}; retry later",
