@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from server.rag.protocol import MetadataValue, Source
 
@@ -31,7 +31,12 @@ class DocumentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: StrictStr = Field(min_length=1, max_length=256)
+    id: StrictStr = Field(
+        min_length=1,
+        max_length=256,
+        description="Any text, `/` included (GET/DELETE .../documents/{id} take it as is or "
+        "percent-encoded); `.` and `..` segments are refused, since URLs drop them.",
+    )
     text: StrictStr = Field(min_length=1)
     title: StrictStr = ""
     uri: StrictStr = ""
@@ -39,6 +44,16 @@ class DocumentIn(BaseModel):
     version: StrictStr | None = Field(None, description="Default: derived from the content.")
     content_type: Literal["text/plain", "text/markdown", "text/html"] = "text/markdown"
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _addressable(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(
+                f"{value[:80]!r} has a '.' or '..' path segment, which clients and proxies drop "
+                "from URLs, so the document could never be fetched or deleted: rename it"
+            )
+        return value
 
 
 class IngestRequest(BaseModel):

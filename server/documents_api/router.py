@@ -109,7 +109,9 @@ async def list_documents(
     return await docs.list_documents(collection, who.tenant, limit, after)
 
 
-@router.get("/collections/{collection}/documents/{doc_id}")
+# `:path`: a document id may hold `/` (ingest names files by their relative path), sent
+# as is or percent-encoded.
+@router.get("/collections/{collection}/documents/{doc_id:path}")
 async def get_document(
     collection: str, doc_id: str, who: Ingest, docs: Documents
 ) -> DocumentDetail:
@@ -117,7 +119,7 @@ async def get_document(
 
 
 @router.delete(
-    "/collections/{collection}/documents/{doc_id}", status_code=status.HTTP_204_NO_CONTENT
+    "/collections/{collection}/documents/{doc_id:path}", status_code=status.HTTP_204_NO_CONTENT
 )
 async def delete_document(collection: str, doc_id: str, who: Ingest, docs: Documents) -> None:
     await docs.delete_document(collection, who.tenant, doc_id)

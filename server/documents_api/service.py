@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from retrieval.service import Retriever
 from retrieval.types import Document, DocumentInfo
@@ -181,7 +182,8 @@ class DocumentService:
 
         Raises:
             PayloadTooLargeError: the file, or the text a PDF expands to, is over a limit.
-            InvalidRequestError: an unsupported type, or content that cannot be read.
+            InvalidRequestError: an unsupported type, content that cannot be read, or a
+                document id (`doc_id`, else the file's stem) that is not one.
             UnprocessableError: a PDF whose extraction outran its deadline.
         """
         if len(content) > self._max_bytes:
@@ -208,10 +210,17 @@ class DocumentService:
             raise InvalidRequestError(f"{filename} has no text to index", param="files")
         stem = PurePath(filename).stem
         title = title or _first_heading(text) if content_type == "text/markdown" else title
-        return DocumentIn.model_validate(
-            {"id": doc_id or stem, "text": text, "title": title or stem, "uri": filename,
-             "content_type": content_type}
-        )  # fmt: skip
+        try:
+            return DocumentIn.model_validate(
+                {"id": doc_id or stem, "text": text, "title": title or stem, "uri": filename,
+                 "content_type": content_type}
+            )  # fmt: skip
+        except ValidationError as exc:  # the id (from doc_id or the file name), as JSON ingest
+            problem = exc.errors()[0]
+            field = ".".join(str(p) for p in problem["loc"])
+            message = f"{filename}: {field}: {problem['msg']}"
+            param = "doc_id" if field == "id" else "files"
+            raise InvalidRequestError(message, param=param) from None
 
     async def list_documents(
         self, collection: str, tenant: str, limit: int, after: str | None

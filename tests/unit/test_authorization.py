@@ -41,8 +41,8 @@ ROUTE_SCOPES = {
     ("POST", "/v1/collections/{collection}/documents"): "ingest",
     ("POST", "/v1/collections/{collection}/documents/upload"): "ingest",
     ("GET", "/v1/collections/{collection}/documents"): "ingest",
-    ("GET", "/v1/collections/{collection}/documents/{doc_id}"): "ingest",
-    ("DELETE", "/v1/collections/{collection}/documents/{doc_id}"): "ingest",
+    ("GET", "/v1/collections/{collection}/documents/{doc_id:path}"): "ingest",
+    ("DELETE", "/v1/collections/{collection}/documents/{doc_id:path}"): "ingest",
     ("GET", "/v1/adapters"): "admin",
     ("POST", "/v1/adapters"): "platform",
     ("POST", "/v1/adapters/upload"): "admin",
@@ -122,7 +122,7 @@ def test_every_route_declares_the_scope_of_the_route_table(app: FastAPI) -> None
 def test_the_readme_route_table_says_the_same(app: FastAPI) -> None:
     text = README.read_text()
     for (method, path), scope in ROUTE_SCOPES.items():
-        shown = path.replace("{model:path}", "{model}")
+        shown = path.replace(":path}", "}")
         row = re.search(rf"^\| `{method} {re.escape(shown)}` \| ([a-z]+) \|", text, re.M)
         assert row is not None, f"README has no row for {method} {shown}"
         assert row.group(1) == scope, f"README says {row.group(1)} for {method} {shown}"
