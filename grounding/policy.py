@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from grounding.citations import CitedAnswer, check_and_repair, with_citation
 
@@ -50,6 +50,18 @@ def best_evidence(readings: Sequence[Evidence]) -> Evidence | None:
     """The source whose span the reader believes most (a span, not an empty choice)."""
     spans = [r for r in readings if r.text.strip()]
     return max(spans, key=lambda r: r.margin) if spans else None
+
+
+class SourceReaderModel(Protocol):
+    """What the gateway needs of a reader (`grounding.reader.reader.Reader` is the real one).
+
+    Contract: `evidence` gives one `Evidence` per chunk, in order, numbered from 1; a span's
+    text is its chunk's characters [start, end); no chunks, no evidence.
+    """
+
+    def evidence(self, question: str, chunks: Sequence[str]) -> list[Evidence]: ...
+
+    def decision_model(self) -> DecisionModel | None: ...
 
 
 @dataclass(frozen=True)

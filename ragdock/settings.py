@@ -206,6 +206,31 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="RAG switched on per model name: {model: {collection, top_k, min_score}}.",
     )
+    reader: str = Field(
+        "auto",
+        description="The grounding reader that reads every retrieved source and decides answer / "
+        "extract / abstain: a trained reader's directory, `auto` (the reader shipped in "
+        "adapters/demo/reader when present) or `none` (the generator's own first token decides).",
+    )
+    reader_min_score: float = Field(
+        0.15,
+        description="With a reader, the cheap retrieval gate: abstain without reading when the "
+        "best source's cosine similarity is below this (a collection's rag_collection_min_scores "
+        "entry still wins); the reader's calibrated decision judges everything above it.",
+    )
+    reader_threads: int = Field(
+        1, ge=1, le=64, description="torch threads the reader computes with (process-wide)."
+    )
+    rag_answer_mode: Literal["auto", "generate", "extract"] = Field(
+        "auto",
+        description="With a reader: auto (the generated answer when a source holds it, else the "
+        "reader's span, else abstain), generate (generated or abstain), extract (the reader's "
+        "span, no generation). Per collection: rag_collection_answer_modes; per request: "
+        "rag.answer_mode.",
+    )
+    rag_collection_answer_modes: dict[str, Literal["auto", "generate", "extract"]] = Field(
+        default_factory=dict
+    )
     abstention_message: str = Field(
         "I don't know based on the provided sources.",
         description="What the gateway (and a grounded adapter) answers without support.",

@@ -97,6 +97,15 @@ class GatewayMetrics:
             "Calibrated probability that the sources answer the question (calibrated models).",
             ["collection", "model"], buckets=tuple(i / 10 for i in range(1, 10)), registry=r,
         )  # fmt: skip
+        self.reader_latency = Histogram(
+            "ragdock_reader_duration_seconds",
+            "Time the grounding reader took over one request's sources (on its own thread).",
+            buckets=_LOAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.reader_outcomes = Counter(
+            "ragdock_reader_outcomes", "Grounded replies with a reader, by outcome and why.",
+            ["collection", "mode", "outcome", "why"], registry=r,
+        )  # fmt: skip
         # The last minute per tenant, for /v1/status (Prometheus series carry no tenant).
         self.recent = RecentActivity()
 

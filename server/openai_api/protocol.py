@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from server.rag.protocol import RagOptions
+
 Number = StrictFloat | StrictInt
 
 
@@ -73,8 +75,8 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[dict[str, Any]] | None = None
     tool_choice: StrictStr | dict[str, Any] | None = None
     parallel_tool_calls: StrictBool | None = None
-    rag: dict[str, Any] | None = Field(
-        None, description="ragdock: ground the answer in retrieved sources (see RagOptions)."
+    rag: RagOptions | None = Field(
+        None, description="ragdock: ground the answer in retrieved sources."
     )
 
 

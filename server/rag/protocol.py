@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 MetadataValue = StrictStr | StrictInt | StrictFloat | StrictBool
 SearchModeName = Literal["hybrid", "dense", "sparse"]
+AnswerModeName = Literal["auto", "generate", "extract"]
 
 
 class RagFilter(BaseModel):
@@ -46,6 +47,13 @@ class RagOptions(BaseModel):
         description="Share of the answer's content words its cited sources must contain; below "
         "it the answer becomes an abstention (streams are flagged instead). 0 turns it off.",
     )
+    answer_mode: AnswerModeName | None = Field(
+        None,
+        description="With the gateway's reader: auto (the generated answer when a source holds "
+        "it, else the reader's span, else abstain), generate (generated or abstain), extract "
+        "(the reader's span; the model is not asked). Default: the collection's, else the "
+        "gateway's.",
+    )
 
 
 class Source(BaseModel):
@@ -82,6 +90,26 @@ class Answerability(BaseModel):
     )
 
 
+class ReaderVerdict(BaseModel):
+    """What the grounding reader found in the sources, and the decision it fed."""
+
+    span: str = Field(description="The reader's best answer span (empty: none).")
+    source: int | None = Field(None, description="The source it lies in (1-based).")
+    chunk_id: str | None = None
+    start: int | None = Field(None, description="Its first character in that source's text.")
+    end: int | None = None
+    span_score: float | None = None
+    null_score: float | None = Field(None, description="The reader's no-answer score there.")
+    margin: float | None = Field(None, description="span_score - null_score.")
+    probability: float | None = Field(
+        None, description="Calibrated probability that the sources answer the question."
+    )
+    threshold: float | None = Field(None, description="Answer at or above it.")
+    calibrated: bool = Field(
+        description="A fitted decision was applied (false: the reader's margin > 0 decided)."
+    )
+
+
 class Support(BaseModel):
     """How much of the answer the cited sources contain."""
 
@@ -105,6 +133,17 @@ class Grounding(BaseModel):
     support: Support | None = Field(
         default=None, description="Support check of an answer (streams: flagged, not withdrawn)."
     )
+    answer_mode: AnswerModeName | None = Field(
+        None, description="The answer mode applied (null without a reader)."
+    )
+    outcome: Literal["answer", "extract", "abstain"] | None = Field(
+        None, description="With a reader: the generated answer, the reader's span, or neither."
+    )
+    why: str | None = Field(
+        None, description="With a reader, why: supported | citation_repaired | extracted | "
+        "generated_unsupported | generator_abstained | not_answerable | no_span.",
+    )  # fmt: skip
+    reader: ReaderVerdict | None = None
 
 
 class RetrieveRequest(BaseModel):

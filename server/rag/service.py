@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from grounding.policy import AnswerMode
 from retrieval.service import Retriever
 from retrieval.types import ScoredChunk, SearchFilter, SearchMode
 from server.errors import EngineUnavailableError, InvalidRequestError, NotFoundError
@@ -48,6 +49,9 @@ class RagService:
         model_defaults: dict[str, dict[str, Any]],
         metrics: GatewayMetrics,
         retry_after_s: int,
+        reader_min_score: float | None = None,
+        default_answer_mode: AnswerMode = "auto",
+        collection_answer_modes: dict[str, AnswerMode] | None = None,
     ) -> None:
         self.retriever = retriever
         self._top_k = default_top_k
@@ -59,6 +63,9 @@ class RagService:
         self._model_defaults = model_defaults
         self._metrics = metrics
         self._retry_after_s = retry_after_s
+        self._reader_min_score = reader_min_score
+        self._answer_mode: AnswerMode = default_answer_mode
+        self._collection_answer_modes = collection_answer_modes or {}
 
     def options_for(self, model: str, raw: Any) -> RagOptions | None:
         """The request's `rag` field, else the RAG defaults configured for its model, else None.
@@ -79,10 +86,22 @@ class RagService:
                 f"Invalid rag.{where}: {first['msg']}", param=f"rag.{where}"
             ) from None
 
-    def threshold(self, collection: str, override: float | None) -> float:
+    def threshold(
+        self, collection: str, override: float | None, *, with_reader: bool = False
+    ) -> float:
+        """The retrieval gate: the request's, else the collection's, else the gateway's (lower
+        with a reader, whose calibrated decision judges what passes)."""
         if override is not None:
             return float(override)
-        return self._collection_min_scores.get(collection, self._min_score)
+        default = self._min_score
+        if with_reader and self._reader_min_score is not None:
+            default = self._reader_min_score
+        return self._collection_min_scores.get(collection, default)
+
+    def answer_mode(self, collection: str, override: AnswerMode | None) -> AnswerMode:
+        if override is not None:
+            return override
+        return self._collection_answer_modes.get(collection, self._answer_mode)
 
     def min_answerability(self, collection: str, override: float | None) -> float | None:
         """The request's threshold on the answerability score, else the collection's, else None
@@ -106,6 +125,7 @@ class RagService:
         mode: str = "hybrid",
         filter: RagFilter | None = None,
         min_score: float | None = None,
+        with_reader: bool = False,
     ) -> RetrievalOutcome:
         """Search the tenant's chunks and score the gate.
 
@@ -141,7 +161,8 @@ class RagService:
             ) from exc
         self._metrics.retrieval_latency.labels(collection).observe(time.perf_counter() - started)
         sources = numbered_sources(chunks)
-        return RetrievalOutcome(sources, top_score, self.threshold(collection, min_score))
+        threshold = self.threshold(collection, min_score, with_reader=with_reader)
+        return RetrievalOutcome(sources, top_score, threshold)
 
     def _search(
         self,

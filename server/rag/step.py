@@ -25,6 +25,8 @@ from server.rag.grounding import (
 )
 from server.rag.judge import AnswerJudge
 from server.rag.protocol import Grounding
+from server.rag.reader_reply import ReaderReplies
+from server.rag.reading import SourceReader
 from server.rag.service import RagService, RetrievalOutcome
 from server.rag.turn import GroundedTurn
 from server.relay.engine_call import EngineCall
@@ -37,6 +39,7 @@ class GroundedChat:
 
     turn: GroundedTurn
     judge: AnswerJudge
+    replies: ReaderReplies
 
     def engine_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The request as the engine gets it (see `GroundedTurn.engine_payload`)."""
@@ -46,6 +49,8 @@ class GroundedChat:
         self, content: bytes, payload: dict[str, Any], model: ResolvedModel, call: EngineCall
     ) -> Response:
         """The client's answer from the engine's whole 200 reply (see `judge_reply`)."""
+        if self.turn.reading is not None:
+            return JSONResponse(await self.replies.whole(self.turn, content, payload))
         return JSONResponse(await self.judge.judge_reply(self.turn, content, payload, model, call))
 
     def stream(
@@ -58,6 +63,10 @@ class GroundedChat:
         keep_usage: bool,
     ) -> AsyncGenerator[bytes, None]:
         """The client's events from the engine's open stream (see `grounded_stream`)."""
+        if self.turn.reading is not None:
+            return self.replies.stream(
+                self.turn, stream, payload=payload, label=model.engine_name, keep_usage=keep_usage
+            )
         return grounded_stream(
             self.judge, self.turn, stream, payload=payload, model=model, call=call,
             keep_usage=keep_usage,
@@ -65,16 +74,25 @@ class GroundedChat:
 
 
 class GroundingStep:
-    def __init__(self, rag: RagService | None, judge: AnswerJudge, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        rag: RagService | None,
+        judge: AnswerJudge,
+        metrics: GatewayMetrics,
+        reader: SourceReader | None = None,
+    ) -> None:
         """
         Args:
             rag: retrieval, or None on a gateway without it (a request asking for it is refused).
             judge: judges grounded replies; its abstention message is the one sent in their place.
             metrics: where retrieval scores and gate abstentions are counted.
+            reader: the grounding reader (None: the generator's first token decides).
         """
         self._rag = rag
         self._judge = judge
         self._metrics = metrics
+        self._reader = reader
+        self._replies = ReaderReplies(metrics, judge.abstention_message)
 
     async def prepare(
         self, request: ChatCompletionRequest, principal: Principal
@@ -101,6 +119,12 @@ class GroundingStep:
             return None
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         question = question_of(messages)
+        mode = self._rag.answer_mode(options.collection, options.answer_mode)
+        if self._reader is None and options.answer_mode == "extract":
+            raise InvalidRequestError(
+                "rag.answer_mode 'extract' needs the gateway's reader, and none is loaded "
+                "(RAGDOCK_READER)", param="rag.answer_mode",
+            )  # fmt: skip
         outcome = await self._rag.retrieve(
             principal.tenant,
             options.collection,
@@ -109,12 +133,25 @@ class GroundingStep:
             mode=options.mode,
             filter=options.filter,
             min_score=options.min_score,
+            with_reader=self._reader is not None,
         )
         if outcome.top_score is not None:
             self._metrics.retrieval_top_score.labels(options.collection).observe(outcome.top_score)
         if not outcome.passed_gate:
             # Nothing supports an answer: say so without spending the engine's time.
             return self._abstain(request, principal.tenant, options.collection, outcome)
+        reading = None
+        if self._reader is not None:
+            # Read the sources while the engine prefills the grounded prompt.
+            reading = self._reader.start(
+                question,
+                outcome.sources,
+                mode=mode,
+                top_similarity=outcome.top_score,
+                threshold=self._rag.min_answerability(
+                    options.collection, options.min_answerability
+                ),
+            )
         abstention = self._judge.abstention_message
         turn = GroundedTurn(
             tenant=principal.tenant,
@@ -127,8 +164,23 @@ class GroundingStep:
             ),
             min_support=self._rag.min_support(options.collection, options.min_support),
             client_logprobs=bool(request.logprobs),
+            reading=reading,
         )
-        return GroundedChat(turn, self._judge)
+        if reading is not None and mode == "extract":
+            return await self._extract(request, turn)
+        return GroundedChat(turn, self._judge, self._replies)
+
+    async def _extract(self, request: ChatCompletionRequest, turn: GroundedTurn) -> Response:
+        """`answer_mode: extract`: the reader's span or the abstention; the engine is not asked."""
+        assert turn.reading is not None
+        reading = await turn.reading
+        if request.stream:
+            usage = bool(request.stream_options and request.stream_options.include_usage)
+            events = self._replies.extracted_events(
+                turn, reading, model=request.model, with_usage=usage
+            )
+            return event_stream_response(_iterate(events))
+        return JSONResponse(self._replies.extracted(turn, reading, model=request.model))
 
     def _abstain(
         self,

@@ -3,11 +3,15 @@ sees, and the thresholds its answer is judged by."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.rag.grounding import DECISION_TOP_LOGPROBS
 from server.rag.service import RetrievalOutcome
+
+if TYPE_CHECKING:
+    from server.rag.reading import Reading
 
 
 @dataclass(frozen=True)
@@ -15,7 +19,8 @@ class GroundedTurn:
     """`min_answerability`: the request's or collection's threshold on the calibrated score
     (None: the adapter's own calibrated threshold). `min_support`: see `post_check`.
     `client_logprobs`: the client asked for logprobs (the gateway asks for them regardless).
-    `tenant`: the caller's, whose recent activity the verdict counts in."""
+    `tenant`: the caller's, whose recent activity the verdict counts in. `reading`: the
+    reader at work on the sources (None without a reader: the first token decides)."""
 
     tenant: str
     collection: str
@@ -25,10 +30,14 @@ class GroundedTurn:
     min_answerability: float | None
     min_support: float
     client_logprobs: bool
+    reading: asyncio.Future[Reading] | None = None
 
     def engine_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The client's request as the engine gets it: the grounded conversation, and the
-        first token's alternatives, which the answer-or-abstain decision reads."""
+        first token's alternatives, which the answer-or-abstain decision reads (not with a
+        reader, which decides instead)."""
+        if self.reading is not None:
+            return {**payload, "messages": self.messages}
         asked = payload.get("top_logprobs") or 0
         return {
             **payload,

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from ragdock.contracts.reader import read_reader_manifest
+from tests.grounding.reader_contract import check_reader_contract
 from tests.training.reader_data import reader_config, write_squad
 from training.reader.config import ReaderConfig
 from training.reader.recipe import WEIGHTS, ReaderRecipe, run
@@ -151,6 +152,7 @@ def test_reader_loads_the_directory_and_reads_chunks(trained: Path) -> None:
         assert reading.margin == pytest.approx(reading.span_score - reading.null_score)
     assert "1921" in readings[0].text  # a training question: the overfitted reader finds it
     assert reader.read("anything?", []) == []
+    check_reader_contract(reader)  # as the gateway reads it (the fast tests' fake keeps it too)
 
 
 def test_reader_is_safe_to_call_from_threads(trained: Path) -> None:

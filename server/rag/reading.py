@@ -1,0 +1,146 @@
+"""The grounding reader in the gateway: loaded once, run on a turn's sources off the event loop
+while the engine prefills, and its readings turned into the policy's plan.
+
+The reader computes on a single worker thread of its own: its forward passes are CPU-bound
+torch work that must not hold the event loop, nor stack up behind the embedder and the store in
+the shared thread pool. One worker is deliberate: two forwards at once on a 2-core machine each
+take twice as long, and the engine is computing on the same cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from grounding.policy import AnswerMode, DecisionModel, Evidence, Plan, SourceReaderModel, plan
+from server.metrics import GatewayMetrics
+from server.rag.protocol import ReaderVerdict, Source
+
+log = logging.getLogger(__name__)
+
+# Without a fitted decision the reader's own choice stands: answer when some source's span beats
+# its no-answer score (margin > 0), i.e. probability 0.5 of a logistic over the margin alone.
+UNCALIBRATED = DecisionModel(("reader_margin",), (1.0,), 0.0, 0.5)
+SHIPPED_READER = Path(__file__).resolve().parents[2] / "adapters" / "demo" / "reader"
+
+
+def reader_directory(setting: str) -> Path | None:
+    """The reader directory a `reader` setting names (None: no reader).
+
+    Raises:
+        FileNotFoundError: a path that is not a reader directory.
+    """
+    if setting == "none":
+        return None
+    if setting == "auto":
+        return SHIPPED_READER if (SHIPPED_READER / "manifest.json").is_file() else None
+    path = Path(setting).expanduser()
+    if not (path / "manifest.json").is_file():
+        raise FileNotFoundError(f"RAGDOCK_READER={setting}: no reader manifest.json there")
+    return path
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A turn's readings and the plan made from them."""
+
+    evidence: list[Evidence]
+    plan: Plan
+    calibrated: bool
+    seconds: float
+
+    def verdict(self, sources: list[Source]) -> ReaderVerdict:
+        best = self.plan.evidence
+        source = sources[best.source - 1] if best is not None else None
+        return ReaderVerdict(
+            span=best.text if best else "",
+            source=best.source if best else None,
+            chunk_id=source.chunk_id if source else None,
+            start=best.start if best else None,
+            end=best.end if best else None,
+            span_score=best.span_score if best else None,
+            null_score=best.null_score if best else None,
+            margin=best.margin if best else None,
+            probability=self.plan.probability,
+            threshold=self.plan.threshold,
+            calibrated=self.calibrated,
+        )
+
+
+class SourceReader:
+    """Reads sources with the loaded reader and plans the reply.
+
+    Args:
+        reader: the loaded reader.
+        metrics: where reading time is observed.
+    """
+
+    def __init__(self, reader: SourceReaderModel, metrics: GatewayMetrics) -> None:
+        self.reader = reader
+        fitted = reader.decision_model()
+        self.decision = fitted or UNCALIBRATED
+        self.calibrated = fitted is not None
+        self._metrics = metrics
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader")
+
+    @classmethod
+    def load(cls, directory: Path, metrics: GatewayMetrics, *, threads: int) -> SourceReader:
+        """Load a reader directory (seconds: the encoder is rebuilt and its weights checked)."""
+        from grounding.reader.reader import Reader
+
+        reader = Reader.load(directory, threads=threads)
+        loaded = cls(reader, metrics)
+        log.info(
+            "reader loaded from %s (%s, %s decision)",
+            directory,
+            reader.manifest.method,
+            "calibrated" if loaded.calibrated else "uncalibrated: margin > 0",
+        )
+        return loaded
+
+    def start(
+        self,
+        question: str,
+        sources: list[Source],
+        *,
+        mode: AnswerMode,
+        top_similarity: float | None,
+        threshold: float | None,
+    ) -> asyncio.Future[Reading]:
+        """Begin reading on the reader's thread; await the future for the plan."""
+        texts = [s.text for s in sources]
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(
+            self._pool, self._read, question, texts, mode, top_similarity, threshold
+        )
+
+    def _read(
+        self,
+        question: str,
+        texts: list[str],
+        mode: AnswerMode,
+        top_similarity: float | None,
+        threshold: float | None,
+    ) -> Reading:
+        from grounding.answerability import question_coverage
+
+        started = time.perf_counter()
+        evidence = self.reader.evidence(question, texts)
+        decided = plan(
+            mode,
+            evidence,
+            self.decision,
+            top_similarity=top_similarity,
+            question_coverage=question_coverage(question, texts),
+            threshold=threshold,
+        )
+        seconds = time.perf_counter() - started
+        self._metrics.reader_latency.observe(seconds)
+        return Reading(evidence, decided, self.calibrated, seconds)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
