@@ -12,6 +12,7 @@ can only be a span of the context, and [CLS] is "no answer".
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -174,16 +175,23 @@ def batch_logits(model: nn.Module, batch: ReaderBatch) -> tuple[torch.Tensor, to
     )
 
 
-def load_trained_state(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Copy saved trained tensors into a model built the same way.
+def load_trained_state(
+    model: nn.Module, weights: dict[str, torch.Tensor], *, from_base: Sequence[str] = ()
+) -> None:
+    """Copy saved trained tensors into a model built the same way (cast to its dtype).
+
+    Args:
+        from_base: trained tensors the file does not hold: the model keeps its base values.
 
     Raises:
         KeyError: the names differ from the model's trained parameters.
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = {
+        n: p for n, p in model.named_parameters() if p.requires_grad and n not in set(from_base)
+    }
     if set(weights) != set(params):
         differ = sorted(set(params) ^ set(weights))[:3]
         raise KeyError(f"saved weights do not match this model (e.g. {differ}); same config?")
     with torch.no_grad():
         for name, tensor in weights.items():
-            params[name].copy_(tensor)
+            params[name].copy_(tensor.to(params[name].dtype))

