@@ -17,7 +17,7 @@ from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ragdock.controlplane import ControlPlane
-from ragdock.controlplane.schema import collections, documents, revisions
+from ragdock.controlplane.schema import collection_members, collections, documents, revisions
 from retrieval.types import DocumentInfo
 
 
@@ -136,25 +136,37 @@ class Catalog:
                 return None
             conn.execute(delete(documents).where(documents.c.generation == generation))
             conn.execute(delete(revisions).where(revisions.c.generation == generation))
+            conn.execute(
+                delete(collection_members).where(collection_members.c.generation == generation)
+            )
             conn.execute(delete(collections).where(collections.c.name == name))
         return generation
 
     def names(self, tenant: str | None = None) -> list[str]:
-        """Every collection the catalog knows; with `tenant`, those it created or has
-        documents in (a tenant never learns the names of another's collections)."""
+        """Every collection the catalog knows; with `tenant`, those it may see: it created
+        them (first, or again) or has documents in them (a tenant never learns the names of
+        another's collections)."""
         query = select(collections.c.name)
         if tenant is not None:
-            has_documents = (
-                select(documents.c.doc_id)
-                .where(
-                    documents.c.generation == collections.c.generation,
-                    documents.c.tenant == tenant,
-                )
-                .exists()
-            )
-            query = query.where((collections.c.created_by == tenant) | has_documents)
+            query = query.where(_seen_by(tenant))
         with self.plane.read() as conn:
             return sorted(conn.execute(query).scalars())
+
+    def visible(self, name: str, tenant: str) -> bool:
+        """Whether `tenant` may see collection `name` (as `names(tenant)` would list it)."""
+        query = select(collections.c.name).where(collections.c.name == name, _seen_by(tenant))
+        with self.plane.read() as conn:
+            return conn.execute(query).first() is not None
+
+    def join(self, name: str, tenant: str) -> None:
+        """Let `tenant` see the collection (it created a name another tenant had taken)."""
+        with self.plane.write() as conn:
+            generation = _lock_collection(conn, name)
+            if generation is None:
+                raise CollectionGoneError(f"collection {name!r} was dropped")
+            _insert_ignore(conn, collection_members, {
+                "generation": generation, "tenant": tenant,
+            }, ["generation", "tenant"])  # fmt: skip
 
     # -- reads -----------------------------------------------------------------------------
     def snapshot(self, name: str) -> Snapshot | None:
@@ -328,7 +340,8 @@ class Catalog:
         return gone
 
     def remove_tenant(self, name: str, generation: str, tenant: str) -> list[PendingRev]:
-        """Take every document of a tenant out of the catalog in one transaction."""
+        """Take every document of a tenant out of the catalog, and the tenant out of the
+        collection's creators and members (it sees the name no more), in one transaction."""
         with self.plane.write() as conn:
             if _lock_collection(conn, name) != generation:
                 raise CollectionGoneError(f"collection {name!r} was dropped")
@@ -337,6 +350,15 @@ class Catalog:
             gone = [PendingRev(str(rev), tenant, str(doc_id), "retired") for rev, doc_id in rows]
             conn.execute(delete(documents).where(*where))
             _retire(conn, generation, gone, self.plane.now(conn), self.plane.owner)
+            conn.execute(delete(collection_members).where(
+                collection_members.c.generation == generation,
+                collection_members.c.tenant == tenant,
+            ))  # fmt: skip
+            conn.execute(
+                update(collections)
+                .where(collections.c.name == name, collections.c.created_by == tenant)
+                .values(created_by=None)
+            )
         return gone
 
     # -- collection of garbage ------------------------------------------------------------
@@ -407,6 +429,24 @@ _DOC_COLUMNS = (
     documents.c.updated_at,
     documents.c.chunk_count,
 )
+
+
+def _seen_by(tenant: str) -> Any:
+    """The condition on `collections` rows that `tenant` may see."""
+    has_documents = (
+        select(documents.c.doc_id)
+        .where(documents.c.generation == collections.c.generation, documents.c.tenant == tenant)
+        .exists()
+    )
+    member = (
+        select(collection_members.c.tenant)
+        .where(
+            collection_members.c.generation == collections.c.generation,
+            collection_members.c.tenant == tenant,
+        )
+        .exists()
+    )
+    return (collections.c.created_by == tenant) | member | has_documents
 
 
 def _owned(generation: str, revs: Sequence[str], owner: str) -> tuple[Any, ...]:

@@ -27,6 +27,7 @@ def open_retriever(
     fusion: FusionConfig = DEFAULT_FUSION,
     grace_s: float = 30.0,
     lease_s: float = 60.0,
+    names_per_tenant: bool = False,
 ) -> Retriever:
     """The default retriever: embedded Qdrant under `data_dir`, or a Qdrant server by URL.
 
@@ -47,6 +48,8 @@ def open_retriever(
         fusion: default hybrid fusion.
         grace_s: how long retired points outlive the commit that retired them.
         lease_s: how long a writer's staged work stays its own without a renewal.
+        names_per_tenant: a collection a tenant may not list answers to it as one that does
+            not exist (the gateway; see `Retriever`).
 
     Returns:
         A retriever; call `close()` when done.
@@ -72,4 +75,5 @@ def open_retriever(
         fusion=fusion,
         grace_s=grace_s,
         lease_s=lease_s,
+        names_per_tenant=names_per_tenant,
     )

@@ -140,6 +140,10 @@ class Retriever:
         grace_s: how long retired points stay after the commit that retired them.
         lease_s: how long a writer's staged revisions stay its own without a renewal.
         snapshot_ttl_s: how long a read snapshot is reused in this process.
+        names_per_tenant: a tenant may use only the collections it may list (it created them,
+            first or again, or has documents in them); any other name answers as one that does
+            not exist (KeyError), so no tenant learns another's collection names (the gateway).
+            Off, every tenant may use every collection (the library, its CLIs and evals).
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class Retriever:
         grace_s: float = 30.0,
         lease_s: float = 60.0,
         snapshot_ttl_s: float = 0.2,
+        names_per_tenant: bool = False,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -170,6 +175,7 @@ class Retriever:
         self.control = control or open_control_plane(None, self._catalog_dir)
         self.catalog = Catalog(self.control, lease_s=lease_s)
         self._commit_chunks = commit_chunks
+        self.names_per_tenant = names_per_tenant
         self.grace_s = grace_s
         # A read must end well inside the grace: see `freshness`, point 4.
         self.snapshots = Snapshots(self.catalog, ttl_s=snapshot_ttl_s, read_budget_s=grace_s / 2)
@@ -191,6 +197,14 @@ class Retriever:
             raise KeyError(f"collection {name!r} does not exist")
         return self.catalog.ensure(name, legacy=self._legacy_catalog(name))
 
+    def _tenant_generation(self, name: str, tenant: str) -> str:
+        """`_generation`, for a tenant: a collection it may not see raises the same KeyError as
+        one that does not exist (with `names_per_tenant`)."""
+        generation = self._generation(name)
+        if self.names_per_tenant and not self.catalog.visible(name, tenant):
+            raise KeyError(f"collection {name!r} does not exist")
+        return generation
+
     def _snapshot(self, name: str, snapshot: Snapshot | None) -> Snapshot:
         if snapshot is not None:
             return snapshot
@@ -202,7 +216,8 @@ class Retriever:
         return fresh
 
     def create_collection(self, name: str, *, tenant: str | None = None) -> None:
-        """Create a collection (idempotent); `tenant` is recorded as its creator."""
+        """Create a collection (idempotent); `tenant` is recorded as its creator, or as one
+        more of its members when another tenant created the name first."""
         check_collection_name(name)
         if not self.store.collection_exists(name):
             # A catalog without its store collection belongs to one deleted outside ragdock:
@@ -210,6 +225,8 @@ class Retriever:
             self.catalog.drop(name)
             self.store.create_collection(name, self.embedder.dim)
         self.catalog.ensure(name, legacy=self._legacy_catalog(name), created_by=tenant)
+        if tenant is not None and not self.catalog.visible(name, tenant):
+            self.catalog.join(name, tenant)
         self.snapshots.forget(name)
 
     def list_collections(self, tenant: str | None = None) -> list[str]:
@@ -228,7 +245,7 @@ class Retriever:
         Returns:
             How many documents were removed.
         """
-        generation = self._generation(name)
+        generation = self._tenant_generation(name, tenant)
         try:
             gone = self.catalog.remove_tenant(name, generation, tenant)
         except CollectionGoneError as exc:
@@ -275,7 +292,7 @@ class Retriever:
         """
         if not tenant:
             raise ValueError("tenant is required")
-        generation = self._generation(collection)
+        generation = self._tenant_generation(collection, tenant)
         self.collect(collection)
         totals = IngestReport()
         now = datetime.now(UTC)
@@ -427,7 +444,7 @@ class Retriever:
         Returns:
             True when the document existed.
         """
-        generation = self._generation(collection)
+        generation = self._tenant_generation(collection, tenant)
         try:
             retired = self.catalog.remove(collection, generation, tenant, doc_id)
         except CollectionGoneError as exc:
@@ -451,7 +468,7 @@ class Retriever:
         Returns:
             The page; `next_after` is None on the last page.
         """
-        generation = self._generation(collection)
+        generation = self._tenant_generation(collection, tenant)
         records = self.catalog.page(generation, tenant, limit + 1, after)
         docs = [r.info() for r in records[:limit]]
         return DocumentPage(docs, docs[-1].doc_id if len(records) > limit else None)
@@ -460,7 +477,7 @@ class Retriever:
         self, collection: str, tenant: str, doc_id: str
     ) -> tuple[DocumentInfo, list[ScoredChunk]] | None:
         """A live document and its chunks in position order (None when absent)."""
-        generation = self._generation(collection)
+        generation = self._tenant_generation(collection, tenant)
 
         def read() -> tuple[DocumentInfo, list[ScoredChunk]] | None:
             # The live record names its revision, which committed whole: read its points
@@ -510,6 +527,8 @@ class Retriever:
         """
         if not tenant:
             raise ValueError("tenant is required")
+        if self.names_per_tenant:  # before any work, as for a name that does not exist
+            self._tenant_generation(collection, tenant)
         mode = SearchMode(mode)
         # Encode before taking a snapshot: the gate should be held for the query only. The query
         # is embedded in every mode: each hit's cosine with it is the absolute score that a

@@ -86,6 +86,7 @@ def open_retrieval(settings: Settings, control: ControlPlane) -> Retriever | Non
         qdrant_url=settings.qdrant_url,
         qdrant_api_key=api_key,
         qdrant_timeout_s=settings.qdrant_timeout_s,
+        names_per_tenant=True,  # a collection a tenant may not see is no name to it
         embedder=MiniLMEmbedder(dtype=settings.embedder_dtype, dtype_cache=settings.home),
     )
 

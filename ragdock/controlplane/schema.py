@@ -33,6 +33,16 @@ collections = Table(
     Column("created_by", String(128), nullable=True),  # the tenant (0002)
 )
 
+# The tenants that may see a collection besides its creator: those that created it again
+# (a create of a taken name joins it), keyed by generation so a re-created namesake starts
+# without them (0003).
+collection_members = Table(
+    "collection_members",
+    metadata,
+    Column("generation", String(36), primary_key=True),
+    Column("tenant", String(128), primary_key=True),
+)
+
 # The live version of each document.
 documents = Table(
     "documents",

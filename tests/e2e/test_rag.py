@@ -143,6 +143,8 @@ def test_a_tenant_never_sees_another_tenants_chunks(
 ) -> None:
     Docs(gateway).put(collection, id="pump", text=PUMP)  # tenant "default"
     beta_docs = Docs(gateway, BETA_KEY)
+    # Another tenant's collection does not exist for beta until beta creates the name too.
+    assert beta_docs.http.post("/collections", json={"name": collection}).status_code == 201
     beta_docs.put(collection, id="library", text=LIBRARY)
     beta = openai.OpenAI(base_url=gateway.api_base, api_key=BETA_KEY, max_retries=0)
     seen_by_beta = grounded(beta, collection, PUMP_QUESTION).model_dump()["sources"]

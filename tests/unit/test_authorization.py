@@ -228,18 +228,24 @@ def test_no_route_lets_one_tenant_touch_anothers_things(app: FastAPI, tmp_path: 
         # Collections: not listed (before beta has put anything in it).
         listed = beta.get("/v1/collections").json()["data"]
         assert "acme-kb" not in [c["name"] for c in listed]
-        # Documents: not listed, not readable, not deletable, not overwritable.
-        page = beta.get("/v1/collections/acme-kb/documents").json()
-        assert page["data"] == []
+        # Documents: not listed, not readable, not deletable, not overwritable: for beta the
+        # collection does not exist (test_collection_names: exactly as a free name).
+        page = beta.get("/v1/collections/acme-kb/documents")
+        assert page.status_code == 404 and page.json()["error"]["code"] == "collection_not_found"
         assert beta.get("/v1/collections/acme-kb/documents/secret").status_code == 404
         assert beta.delete("/v1/collections/acme-kb/documents/secret").status_code == 404
         own = {"id": "secret", "text": "beta's own note", "title": "Mine"}
-        beta.post("/v1/collections/acme-kb/documents", json={"documents": [own]})
+        put = beta.post("/v1/collections/acme-kb/documents", json={"documents": [own]})
+        assert put.status_code == 404
         if who == "beta-admin":
-            # A tenant admin's drop takes its own tenant's documents, never acme's.
+            # Once beta creates the name too (it joins it), its drop takes its own tenant's
+            # documents, never acme's.
+            assert beta.post("/v1/collections", json={"name": "acme-kb"}).status_code == 201
+            put = beta.post("/v1/collections/acme-kb/documents", json={"documents": [own]})
+            assert put.status_code == 200, put.text
             assert beta.delete("/v1/collections/acme-kb").status_code == 204
             found = beta.post("/v1/retrieve", json={"collection": "acme-kb", "query": "vault"})
-            assert all("4471" not in s["text"] for s in found.json().get("data", []))
+            assert found.status_code == 404
             # Adapters: another tenant's does not exist; a shared one cannot be changed.
             names = [a["name"] for a in beta.get("/v1/adapters").json()["data"]]
             assert "acme-bot" not in names and "shared-bot" in names
