@@ -34,6 +34,7 @@ from server.model_catalog import ModelCatalog
 from server.openai_api import router as openai_router
 from server.openai_api.serving import CompletionService
 from server.rag.judge import AnswerJudge
+from server.rag.reading import SourceReader, reader_directory
 from server.rag.service import RagService
 from server.rag.step import GroundingStep
 
@@ -141,8 +142,18 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
             model_defaults=settings.rag_models,
             metrics=metrics,
             retry_after_s=settings.retry_after_s,
+            reader_min_score=settings.reader_min_score,
+            default_answer_mode=settings.rag_answer_mode,
+            collection_answer_modes=settings.rag_collection_answer_modes,
         )
         if retriever
+        else None
+    )
+    reader_dir = reader_directory(settings.reader) if retriever else None
+    # Loaded here, not on the first request: seconds of work, and a wrong reader fails at start.
+    reader = (
+        SourceReader.load(reader_dir, metrics, threads=settings.reader_threads)
+        if reader_dir
         else None
     )
 
@@ -162,6 +173,8 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         finally:
             collector.cancel()
             await engine_client.aclose()
+            if reader is not None:
+                reader.close()
             if retriever is not None:
                 retriever.close()
             control.close()
@@ -187,10 +200,11 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         catalog,
         loras,
         metrics,
-        GroundingStep(rag, judge, metrics),
+        GroundingStep(rag, judge, metrics, reader),
         max_prompt_chars=settings.max_prompt_chars,
     )
     app.state.rag_service = rag
+    app.state.reader = reader
     app.state.document_service = (
         DocumentService(
             retriever,

@@ -149,7 +149,7 @@ async def run_grounding(task: GroundingTask, ctx: TaskContext) -> TaskResult:
         replies = await bounded_map(sample, ask, concurrency=ctx.concurrency, on_done=tick)
         outcomes = []
         for question, reply in zip(sample, replies, strict=True):
-            outcome, record = _score(question, reply, task.correct_f1)
+            outcome, record = score_reply(question, reply, task.correct_f1)
             outcomes.append(outcome)
             result.predictions.append({"task": task.name, "model": role, **record})
         mine = result.predictions[-len(sample) :]
@@ -169,7 +169,7 @@ async def run_grounding(task: GroundingTask, ctx: TaskContext) -> TaskResult:
     return result
 
 
-def _score(
+def score_reply(
     question: dict[str, Any], reply: dict[str, Any], correct_f1: float
 ) -> tuple[GroundingOutcome, dict[str, Any]]:
     answers: list[str] = question["answers"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.tasks.grounding import _score, article_documents, load_questions, stratified_sample
+from eval.tasks.grounding import article_documents, load_questions, score_reply, stratified_sample
 from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE, PromptSource, grounded_messages
 from tests.training.test_raft import synthetic_squad
 from training.raft import RaftOptions, build_raft
@@ -42,24 +42,26 @@ def reply(answer: str, status: str | None, sources: list[str]) -> dict[str, obje
 def test_scoring_verdicts() -> None:
     answerable = {"id": "1", "question": "When?", "answers": ["1712"]}
     unanswerable = {"id": "2", "question": "Who?", "answers": []}
-    outcome, record = _score(answerable, reply("It was 1712 [1].", "answered", ["in 1712"]), 0.5)
+    outcome, record = score_reply(
+        answerable, reply("It was 1712 [1].", "answered", ["in 1712"]), 0.5
+    )
     assert (outcome.correct, record["verdict"], record["evidence_in_sources"]) == (
         True,
         "correct",
         True,
     )
-    outcome, record = _score(answerable, reply("1850 [2]", "answered", ["no date"]), 0.5)
+    outcome, record = score_reply(answerable, reply("1850 [2]", "answered", ["no date"]), 0.5)
     assert (outcome.correct, record["verdict"], record["evidence_in_sources"]) == (
         False,
         "wrong",
         False,
     )
-    _, record = _score(answerable, reply(DEFAULT_ABSTENTION_MESSAGE, "abstained", []), 0.5)
+    _, record = score_reply(answerable, reply(DEFAULT_ABSTENTION_MESSAGE, "abstained", []), 0.5)
     assert record["verdict"] == "false_abstention"
-    _, record = _score(unanswerable, reply("Bob [1]", "answered", ["x"]), 0.5)
+    _, record = score_reply(unanswerable, reply("Bob [1]", "answered", ["x"]), 0.5)
     assert record["verdict"] == "hallucinated"
     # Without the gateway's verdict the answer text decides.
-    outcome, record = _score(unanswerable, reply(DEFAULT_ABSTENTION_MESSAGE, None, []), 0.5)
+    outcome, record = score_reply(unanswerable, reply(DEFAULT_ABSTENTION_MESSAGE, None, []), 0.5)
     assert outcome.abstained and record["verdict"] == "abstained_correct"
 
 
