@@ -7,7 +7,11 @@
 #      (`ragdock eval calibrate`: the threshold goes into its manifest), push it again,
 #   4. run the eval suite against the base with the default gate,
 #   5. copy the adapter, its manifest, model card, calibration curve and gated eval report to
-#      adapters/demo/grounded/, which `ragdock up` pushes and promotes on start.
+#      adapters/demo/grounded/, which `ragdock up` pushes and promotes on start;
+#   6. train the grounding reader (training/configs/reader-minilm.yaml; hours on 2 CPU cores,
+#      resumable: run this script again), fit its answer/abstain decision on the calibration
+#      article (`ragdock eval calibrate-reader`) and copy it to adapters/demo/reader/, which the
+#      gateway loads by default (RAGDOCK_READER=auto). RAGDOCK_READER_RUN sets where it trains.
 # Steps already done are skipped (delete runs/raft-squad2 or runs/grounded-raft-270m to redo them).
 #
 #   scripts/flagship.sh [SQUAD_JSON]
@@ -27,6 +31,16 @@ fi
 if [[ ! -f runs/grounded-raft-270m/manifest.json ]]; then
   $ragdock train training/configs/grounded-raft-270m.yaml
 fi
+reader_run=${RAGDOCK_READER_RUN:-runs/reader-minilm}
+if [[ ! -f $reader_run/manifest.json ]]; then
+  $ragdock train training/configs/reader-minilm.yaml output_dir="$reader_run"
+fi
+if ! grep -q '"decision": {' "$reader_run/manifest.json"; then
+  $ragdock eval calibrate-reader "$reader_run" --target-hallucination 0.10 --top-k 5
+fi
+reader_demo=adapters/demo/reader
+rm -rf "$reader_demo" && mkdir -p "$reader_demo"
+cp "$reader_run"/{manifest.json,reader_weights.safetensors,README.md,eval_summary.json,training_curve.png} "$reader_demo/"
 
 # A gateway of its own (own registry and store under $work), stopped on exit.
 mkdir -p "$work"
