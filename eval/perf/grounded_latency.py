@@ -17,6 +17,12 @@ prefix cache, and the comparison would measure the cache. Paths alternate batch 
 machine noise hits both alike. Reported per concurrency: p50/p95 latency, p50 time to first
 token, prefill tokens/s (prompt tokens over time to first token, at 1 in flight), the ratio
 gateway/direct, and prefill as a share of the model-shaped matmul roofline (eval/perf/machine.py).
+
+With `--compare-reader READER_DIR` the two paths are instead two gateways in front of the same
+engine, one with the grounding reader (`RAGDOCK_READER=READER_DIR`) and one without
+(`RAGDOCK_READER=none`), each with the collection ingested: the ratio is what reading the sources
+costs a grounded answer (the reader runs while the engine prefills; a stream it grounds is held
+until the answer is whole, so its time to first token is its latency).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from eval.perf.bench import nearest_rank, print_results, read_stream, results_ta
 from eval.perf.machine import Roofline, measure_roofline
 from eval.perf.stack import Stack, model_dir, running_stack, stack_arguments
 from ragdock.settings import Settings
+from server.process import start_gateway
 from server.rag.grounding import grounded_conversation
 from server.rag.protocol import Source
 
@@ -184,7 +191,12 @@ class PathResult:
         return sum(s.completion_tokens for s in self.samples) / self.seconds
 
 
-async def measure(args: argparse.Namespace, stack: Stack, roofline: Roofline | None) -> None:
+async def measure(
+    args: argparse.Namespace,
+    stack: Stack,
+    roofline: Roofline | None,
+    reader_gateway_url: str | None = None,
+) -> None:
     settings = Settings.load(None)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     limits = httpx.Limits(max_connections=64)
@@ -192,12 +204,22 @@ async def measure(args: argparse.Namespace, stack: Stack, roofline: Roofline | N
         base_url=stack.gateway_url, headers=headers, timeout=600, limits=limits
     )
     engine = httpx.AsyncClient(base_url=stack.engine_url, timeout=600, limits=limits)
+    names = ("direct", "gateway")
+    if reader_gateway_url is not None:
+        # Both paths through a gateway: "direct" is the one without a reader.
+        engine = gateway
+        gateway = httpx.AsyncClient(
+            base_url=reader_gateway_url, headers=headers, timeout=600, limits=limits
+        )
+        names = ("no reader", "reader")
     if args.docs:
         documents, questions = jsonl_corpus(args.docs, args.questions)
     else:
         documents, questions = squad_corpus(args.squad)
     if not args.skip_ingest:
         await ingest(gateway, documents[: args.max_docs])
+        if reader_gateway_url is not None:
+            await ingest(engine, documents[: args.max_docs])
     needed = sum(max(c * args.per_slot, c) * 2 * args.reps for c in args.concurrency) + 4
     if len(questions) < needed:
         raise SystemExit(f"{needed} distinct questions needed, the corpus has {len(questions)}")
@@ -205,7 +227,7 @@ async def measure(args: argparse.Namespace, stack: Stack, roofline: Roofline | N
 
     async def take(count: int, direct: bool) -> list[Question]:
         texts = [next(pool) for _ in range(count)]
-        if not direct:
+        if not direct or reader_gateway_url is not None:
             return [Question(t) for t in texts]
         messages = await asyncio.gather(
             *(direct_messages(gateway, t, args.top_k, settings.abstention_message) for t in texts)
@@ -215,9 +237,8 @@ async def measure(args: argparse.Namespace, stack: Stack, roofline: Roofline | N
     # Warm both paths (first-request costs, kernel warm-up) on questions used nowhere else.
     for direct in (True, False):
         warm = await take(2, direct)
-        await batch(
-            engine if direct else gateway, [chat_body(args, q, not direct) for q in warm], 1
-        )
+        through = not direct or reader_gateway_url is not None
+        await batch(engine if direct else gateway, [chat_body(args, q, through) for q in warm], 1)
 
     rows = []
     for concurrency in args.concurrency:
@@ -227,19 +248,20 @@ async def measure(args: argparse.Namespace, stack: Stack, roofline: Roofline | N
             order = ("direct", "gateway") if rep % 2 == 0 else ("gateway", "direct")
             for path in order:
                 questions_now = await take(count, path == "direct")
-                bodies = [chat_body(args, q, path == "gateway") for q in questions_now]
+                through = path == "gateway" or reader_gateway_url is not None
+                bodies = [chat_body(args, q, through) for q in questions_now]
                 client = engine if path == "direct" else gateway
                 samples, seconds = await batch(client, bodies, concurrency)
                 results[path].samples += samples
                 results[path].seconds += seconds
         rows.append((concurrency, results))
         console.print(
-            f"measured x{concurrency}: p50 latency direct {results['direct'].p50():.2f} s, "
-            f"gateway {results['gateway'].p50():.2f} s"
+            f"measured x{concurrency}: p50 latency {names[0]} {results['direct'].p50():.2f} s, "
+            f"{names[1]} {results['gateway'].p50():.2f} s"
         )
     await gateway.aclose()
     await engine.aclose()
-    print_table(args, stack, roofline, rows)
+    print_table(args, stack, roofline, rows, names)
 
 
 def print_table(
@@ -247,6 +269,7 @@ def print_table(
     stack: Stack,
     roofline: Roofline | None,
     rows: list[tuple[int, dict[str, PathResult]]],
+    names: tuple[str, str] = ("direct", "gateway"),
 ) -> None:
     table = results_table(
         f"grounded answers: top_k {args.top_k}, {args.max_tokens} tokens out, streamed",
@@ -259,7 +282,7 @@ def print_table(
             prefill = result.prefill_tokens_per_s() if answered else 0.0
             table.add_row(
                 str(concurrency),
-                path,
+                names[0] if path == "direct" else names[1],
                 str(len(result.samples)),
                 f"{statistics.mean(s.prompt_tokens for s in result.samples):.0f}",
                 f"{nearest_rank([s.latency for s in result.samples], 0.5):.2f}",
@@ -275,10 +298,17 @@ def print_table(
     ratios = []
     for concurrency, results in rows:
         d, g = results["direct"], results["gateway"]
-        ratios.append(
-            f"x{concurrency}: gateway/direct p50 latency {g.p50() / d.p50():.3f}, "
+        ratio = f"{names[1]}/{names[0]}"
+        line = (
+            f"x{concurrency}: {ratio} p50 latency {g.p50() / d.p50():.3f}, "
             f"output throughput {g.output_tokens_per_s() / d.output_tokens_per_s():.3f}"
         )
+        if g.answered and d.answered:
+            both = nearest_rank([s.latency for s in g.answered], 0.5) / nearest_rank(
+                [s.latency for s in d.answered], 0.5
+            )
+            line += f", p50 latency of answered requests {both:.3f}"
+        ratios.append(line)
     notes = [roofline.describe()] if roofline else []
     print_results(console, table, stack.dtype, notes=notes, summary=ratios)
 
@@ -298,16 +328,30 @@ def main() -> None:
     parser.add_argument("--per-slot", type=int, default=2, help="requests per in-flight slot")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-roofline", action="store_true")
+    parser.add_argument(
+        "--compare-reader", type=Path, help="a reader directory: gateway with it vs without"
+    )
     args = parser.parse_args()
     if bool(args.docs) != bool(args.questions):
         parser.error("--docs and --questions go together")
 
     roofline = None
-    with running_stack(console, engine_url=args.engine_url, gateway_url=args.gateway_url) as stack:
+    env = {"RAGDOCK_READER": "none"} if args.compare_reader else None
+    with running_stack(
+        console, engine_url=args.engine_url, gateway_url=args.gateway_url, gateway_env=env
+    ) as stack:
         if not args.no_roofline and stack.dtype != "?":
             # Probed between start-up and the first request: the engine is idle then.
             roofline = measure_roofline(model_dir(console), stack.dtype)
-        asyncio.run(measure(args, stack, roofline))
+        if args.compare_reader is None:
+            asyncio.run(measure(args, stack, roofline))
+            return
+        reader_env = {"RAGDOCK_API_KEYS": "", "RAGDOCK_READER": str(args.compare_reader)}
+        reader = start_gateway(stack.engine_url, stack.workdir / "reader-gateway.log", reader_env)
+        try:
+            asyncio.run(measure(args, stack, roofline, reader.url))
+        finally:
+            reader.stop()
 
 
 if __name__ == "__main__":
