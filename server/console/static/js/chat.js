@@ -7,7 +7,10 @@ import { announce, append, clear, copyButton, errorBox, facts, fmt, h } from "./
 const DEFAULT_MAX_TOKENS = 128;
 
 export async function render(main, session) {
-  const models = (await api("/v1/models")).data.map((m) => m.id);
+  // The grounded model a newcomer should ask first: a prod alias, then any adapter, then bases
+  // (a pretrained base's chat answers are noise).
+  const rank = (m) => (m.id.endsWith("@prod") ? 0 : m.parent ? 1 : 2);
+  const models = [...(await api("/v1/models")).data].sort((a, b) => rank(a) - rank(b)).map((m) => m.id);
   let collections = [];
   if (session.can("ingest")) {
     collections = (await api("/v1/collections")).data.map((c) => c.name);
