@@ -148,10 +148,11 @@ def test_a_question_the_documents_do_not_answer_is_abstained_on(
     client: openai.OpenAI, handbook: str, stream: bool
 ) -> None:
     question = "When was the Orion vault demolished?"  # the vault's document, not this fact
+    rag = {"collection": handbook, "top_k": TOP_K}
     if stream:
         chunks = list(client.chat.completions.create(
             model="gemma", messages=[{"role": "user", "content": question}], max_tokens=32,
-            temperature=0, stream=True, extra_body={"rag": {"collection": handbook, "top_k": TOP_K}},
+            temperature=0, stream=True, extra_body={"rag": rag},
         ))  # fmt: skip
         grounding = next(
             c.model_extra["grounding"] for c in chunks if (c.model_extra or {}).get("grounding")
