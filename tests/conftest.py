@@ -229,6 +229,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RAGDOCK_MODEL_CACHE"] = str(cache)  # a nested pytest (or child) shares it too
     for name in _USER_DATA_VARS:
         os.environ.pop(name, None)
+    # Gateways in tests run without the shipped grounding reader unless a test asks for one
+    # (tests/e2e/test_reader_gateway.py, test_handbook.py): the generator's own path stays
+    # tested, and a fast test never loads the reader's real weights.
+    os.environ["RAGDOCK_READER"] = "none"
     config.stash[_SESSION_HOME] = home
 
 
