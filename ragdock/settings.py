@@ -284,6 +284,50 @@ class Settings(BaseSettings):
         "to the engine; the engine still enforces its context length in tokens.",
     )
 
+    # --- connections (the HTTP layer, before any route) -----------------------------------
+    max_header_bytes: int = Field(
+        32 * 2**10,
+        ge=1024,
+        description="Largest request head (request line and headers together); past it, 431 "
+        "and the connection is closed. The bytes of a head that never ends stop here too.",
+    )
+    max_headers: int = Field(
+        100, ge=8, description="Most header lines in one request; past it, 431 and close."
+    )
+    head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request head must arrive whole within this long of the connection's "
+        "(or the next request's) first byte; else 408 and close (half a request line, a "
+        "header that never ends).",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest pause between two pieces of a request body; past it the request "
+        "ends with 408, its slot is freed and the connection closed.",
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A client that reads nothing of its response for this long, once the "
+        "socket's buffers are full (a stream or a large answer left unread), is cut off: its "
+        "engine request is cancelled, its slot and buffered bytes are freed.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5,
+        ge=1,
+        description="An idle keep-alive connection is closed after this many seconds "
+        "(uvicorn's timeout_keep_alive; keep it above a load balancer's idle timeout when "
+        "one pools connections to the gateway).",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=16,
+        description="Open connections plus running requests; past it new requests get 503 "
+        "(uvicorn's limit_concurrency). Keep it above max_in_flight.",
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: Any) -> Any:

@@ -29,6 +29,7 @@ from ragdock.settings import Settings
 from server.adapters_api.service import AdapterService
 from server.app import build_app
 from server.auth import PLATFORM, Principal
+from server.http_limits import server_config
 
 console = Console(stderr=True)
 
@@ -116,16 +117,7 @@ def _run_gateway(settings: Settings, *, demo: bool) -> None:
             "127.0.0.1 only. Set RAGDOCK_API_KEYS to serve other hosts.[/]"
         )
     app = build_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.bind_host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-        )
-    )
+    server = uvicorn.Server(server_config(app, settings))
     announcer = threading.Thread(
         target=_announce, args=(server, settings, demo, app.state.adapter_service), daemon=True
     )
