@@ -25,8 +25,9 @@ from ragdock.compute_dtype import DtypeSetting
 from ragdock.redact import MASK, mask_credentials
 
 # chat: ask (completions, RAG, retrieve, embeddings); ingest: manage the tenant's documents;
-# admin: manage the tenant's collections and adapters; platform: what all tenants share.
-ALL_SCOPES = frozenset({"chat", "ingest", "admin", "platform"})
+# admin: manage the tenant's collections and adapters; platform: what all tenants share;
+# metrics: read /metrics (every tenant's collection, adapter and key names), nothing else.
+ALL_SCOPES = frozenset({"chat", "ingest", "admin", "platform", "metrics"})
 # A key that names no scopes may only chat: least privilege unless the operator says otherwise.
 DEFAULT_SCOPES = frozenset({"chat"})
 # Obvious placeholders are refused so a copied example config never guards a real deployment.
@@ -40,6 +41,16 @@ def default_home() -> Path:
     return Path(cache) / "ragdock"
 
 
+def _strong_secret(value: SecretStr) -> SecretStr:
+    raw = value.get_secret_value()
+    if len(raw) < _MIN_KEY_LENGTH or raw.lower() in _PLACEHOLDER_KEYS:
+        raise ValueError(
+            f"API keys must be at least {_MIN_KEY_LENGTH} characters and not a placeholder; "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value
+
+
 class ApiKey(BaseModel):
     """One API key: who holds it, which tenant's data it sees and what it may do."""
 
@@ -51,13 +62,7 @@ class ApiKey(BaseModel):
     @field_validator("key")
     @classmethod
     def _not_a_placeholder(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
-        if len(raw) < _MIN_KEY_LENGTH or raw.lower() in _PLACEHOLDER_KEYS:
-            raise ValueError(
-                f"API keys must be at least {_MIN_KEY_LENGTH} characters and not a placeholder; "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-            )
-        return value
+        return _strong_secret(value)
 
     @field_validator("scopes")
     @classmethod
@@ -152,6 +157,12 @@ class Settings(BaseSettings):
         True,
         description="Serve the web console at /console (static files; it calls the public API "
         "with the key its user types in, so it grants nothing the API does not).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="The bearer token Prometheus sends to GET /metrics. With API keys "
+        "configured, /metrics answers this token, a key with the 'metrics' scope, or a "
+        "platform key; any other key gets 403, no key 401. Keyless (loopback) mode: open.",
     )
     metrics_key_labels: bool = Field(
         True,
@@ -327,6 +338,13 @@ class Settings(BaseSettings):
         description="Open connections plus running requests; past it new requests get 503 "
         "(uvicorn's limit_concurrency). Keep it above max_in_flight.",
     )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():  # an empty variable: no token
+            return None
+        return _strong_secret(value)
 
     @field_validator("api_keys", mode="before")
     @classmethod

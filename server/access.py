@@ -1,6 +1,7 @@
-"""`AccessControl`: the gateway's door. Every `/v1/` request is authenticated from its headers
-before one byte of its body is read, so an unauthenticated caller can neither make the gateway
-buffer and parse a body nor hold an admission slot: it gets its 401 (or 403) at once.
+"""`AccessControl`: the gateway's door. Every `/v1/` request, and `/metrics`, is authenticated
+from its headers before one byte of its body is read, so an unauthenticated caller can neither
+make the gateway buffer and parse a body nor hold an admission slot: it gets its 401 (or 403) at
+once.
 
 Without configured keys (loopback-only mode) nobody is authenticated, so the door checks instead
 that a browser page cannot drive the gateway: the `Host` header must name the loopback interface
@@ -19,6 +20,7 @@ from server.auth import KeyRing
 from server.errors import AuthenticationError, PermissionDeniedError, error_response
 
 _GUARDED_PREFIX = "/v1/"
+_METRICS = "/metrics"
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -35,7 +37,7 @@ class AccessControl:
         self._keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(_GUARDED_PREFIX):
+        if scope["type"] != "http" or not _guarded(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
@@ -53,6 +55,10 @@ class AccessControl:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+def _guarded(path: str) -> bool:
+    return path.startswith(_GUARDED_PREFIX) or path.rstrip("/") == _METRICS
 
 
 def _headers(scope: Scope) -> dict[str, str]:

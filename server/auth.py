@@ -11,9 +11,12 @@ Scopes, and what each implies:
 - `ingest`: the tenant's documents: add, replace, delete, read;
 - `admin`: the tenant's collections and adapters (implies ingest and chat);
 - `platform`: what every tenant shares: shared adapters, dropping a collection outright
-  (implies admin).
+  (implies admin and metrics);
+- `metrics`: `GET /metrics` only, which names every tenant's collections, adapters and keys
+  (the `metrics_token` setting is a key with this scope alone, for Prometheus).
 A key configured without scopes gets `chat` only. With no keys configured at all (loopback-only
-mode) the caller is anonymous with `chat` and `ingest`: administration needs a configured key.
+mode) the caller is anonymous with `chat`, `ingest` and `metrics`: administration needs a
+configured key.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from fastapi import Depends, Request
 from ragdock.settings import ApiKey
 from server.errors import AuthenticationError, PermissionDeniedError
 
-CHAT, INGEST, ADMIN, PLATFORM = "chat", "ingest", "admin", "platform"
+CHAT, INGEST, ADMIN, PLATFORM, METRICS = "chat", "ingest", "admin", "platform", "metrics"
 _IMPLIES: dict[str, frozenset[str]] = {
     ADMIN: frozenset({INGEST, CHAT}),
-    PLATFORM: frozenset({ADMIN, INGEST, CHAT}),
+    PLATFORM: frozenset({ADMIN, INGEST, CHAT, METRICS}),
 }
 
 
@@ -55,7 +58,9 @@ class Principal:
         return scope in self.granted
 
 
-ANONYMOUS = Principal(name="anonymous", tenant="default", scopes=frozenset({CHAT, INGEST}))
+ANONYMOUS = Principal(name="anonymous", tenant="default", scopes=frozenset({CHAT, INGEST, METRICS}))
+# Who presents the `metrics_token`: it may read /metrics and nothing else.
+METRICS_READER = Principal(name="metrics", tenant="default", scopes=frozenset({METRICS}))
 
 
 def viewer_of(principal: Principal) -> str | None:
@@ -69,9 +74,15 @@ def _digest(key: str) -> bytes:
 
 
 class KeyRing:
-    """The configured keys, by digest. Empty means authentication is off (loopback only)."""
+    """The configured keys, by digest. No API keys means authentication is off (loopback only),
+    whether or not a metrics token is set.
 
-    def __init__(self, keys: list[ApiKey]) -> None:
+    Args:
+        keys: the API keys.
+        metrics_token: the token Prometheus sends for /metrics (`METRICS_READER`), if any.
+    """
+
+    def __init__(self, keys: list[ApiKey], metrics_token: str | None = None) -> None:
         # An unnamed key is named by its position: audit logs and per-key limits need a name.
         self._entries = [
             (
@@ -80,10 +91,13 @@ class KeyRing:
             )
             for i, k in enumerate(keys)
         ]
+        self._enabled = bool(self._entries)
+        if metrics_token:
+            self._entries.append((_digest(metrics_token), METRICS_READER))
 
     @property
     def enabled(self) -> bool:
-        return bool(self._entries)
+        return self._enabled
 
     def authenticate(self, authorization: str | None) -> Principal:
         """Resolve an `Authorization` header value to a principal.
@@ -141,3 +155,4 @@ Chat = Annotated[Principal, Depends(authorized(CHAT))]
 Ingest = Annotated[Principal, Depends(authorized(INGEST))]
 Admin = Annotated[Principal, Depends(authorized(ADMIN))]
 Platform = Annotated[Principal, Depends(authorized(PLATFORM))]
+MetricsReader = Annotated[Principal, Depends(authorized(METRICS))]

@@ -1,4 +1,5 @@
-"""Probes and metrics (no auth: orchestrators and Prometheus call them)."""
+"""Probes (no auth: orchestrators call them) and metrics (the `metrics` scope: Prometheus sends
+the `metrics_token`, since the exposition names every tenant's collections, adapters and keys)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from server.auth import MetricsReader
 from server.engine_client import EngineClient
 from server.metrics import GatewayMetrics
 
@@ -34,7 +36,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, _: MetricsReader) -> Response:
     """Prometheus exposition of the gateway's metrics (per route, per model and adapter)."""
     gateway_metrics: GatewayMetrics = request.app.state.metrics
     return Response(gateway_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

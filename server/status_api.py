@@ -1,6 +1,6 @@
 """Who the caller is and how this replica is doing, for the web console (any chat key).
 
-`/readyz` and `/metrics` answer orchestrators and Prometheus, unauthenticated and replica-wide.
+`/readyz` answers orchestrators unauthenticated, `/metrics` Prometheus's token; both replica-wide.
 These answer a person behind a key: `/v1/me` says what the key may do (the console hides what it
 may not), `/v1/status` shows the engine's state and the last minute of traffic, scoped like
 everything else: a tenant's key sees its own tenant's requests, outcomes and adapters only; a

@@ -21,6 +21,7 @@ REQUIRED_ENV = {
     "RAGDOCK_POSTGRES_PASSWORD": "d" * 24,
     "RAGDOCK_QDRANT_API_KEY": "q" * 32,
     "RAGDOCK_ENGINE_API_KEY": "e" * 32,
+    "RAGDOCK_METRICS_TOKEN": "m" * 32,
     "GRAFANA_ADMIN_PASSWORD": "p" * 16,
 }
 
@@ -53,6 +54,7 @@ def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
         "RAGDOCK_POSTGRES_PASSWORD",
         "RAGDOCK_QDRANT_API_KEY",
         "RAGDOCK_ENGINE_API_KEY",
+        "RAGDOCK_METRICS_TOKEN",
     ],
 )
 def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
@@ -116,12 +118,25 @@ def test_prometheus_scrapes_qdrant_with_its_key(compose: dict[str, Any]) -> None
     # Qdrant's /metrics needs the key: a compose secret from the same variable, at the path
     # prometheus.yml reads.
     assert compose["secrets"]["qdrant_api_key"]["environment"] == "RAGDOCK_QDRANT_API_KEY"
-    (secret,) = compose["services"]["prometheus"]["secrets"]
-    assert secret["source"] == "qdrant_api_key"
+    secrets = {s["source"]: s for s in compose["services"]["prometheus"]["secrets"]}
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     (qdrant,) = [job for job in config["scrape_configs"] if job["job_name"] == "qdrant"]
-    assert qdrant["authorization"]["credentials_file"] == secret["target"]
+    assert qdrant["authorization"]["credentials_file"] == secrets["qdrant_api_key"]["target"]
     assert qdrant["static_configs"] == [{"targets": ["qdrant:6333"]}]
+
+
+def test_prometheus_scrapes_the_gateway_with_the_metrics_token(compose: dict[str, Any]) -> None:
+    # The gateway's /metrics names every tenant's collections, adapters and keys: it takes the
+    # token the gateway reads, which Prometheus gets as a secret from the same variable.
+    assert compose["secrets"]["ragdock_metrics_token"]["environment"] == "RAGDOCK_METRICS_TOKEN"
+    gateway_env = compose["services"]["gateway"]["environment"]
+    assert gateway_env["RAGDOCK_METRICS_TOKEN"] == REQUIRED_ENV["RAGDOCK_METRICS_TOKEN"]
+    secrets = {s["source"]: s for s in compose["services"]["prometheus"]["secrets"]}
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (gateway,) = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
+    token_file = secrets["ragdock_metrics_token"]["target"]
+    assert gateway["authorization"]["credentials_file"] == token_file
+    assert gateway["static_configs"] == [{"targets": ["gateway:8000"]}]
 
 
 def test_gateway_serves_no_api_docs_and_no_key_names_in_metrics(compose: dict[str, Any]) -> None:

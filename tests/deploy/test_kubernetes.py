@@ -155,6 +155,7 @@ def test_secrets_are_generated_only_in_dev(overlay: tuple[str, list[Manifest]]) 
             "RAGDOCK_DATABASE_URL",
             "RAGDOCK_QDRANT_API_KEY",
             "RAGDOCK_ENGINE_API_KEY",
+            "RAGDOCK_METRICS_TOKEN",
         )
     ]
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
@@ -162,6 +163,7 @@ def test_secrets_are_generated_only_in_dev(overlay: tuple[str, list[Manifest]]) 
         assert secrets == {}  # created by the operator, never committed
         assert [r["name"] for r in refs] == [
             "ragdock-api-keys", "ragdock-database", "ragdock-backends", "ragdock-backends",
+            "ragdock-metrics",
         ]  # fmt: skip
     else:
         assert set(secrets) == {r["name"] for r in refs}

@@ -28,6 +28,13 @@ QDRANT_KEY_FILES = {
     "prometheus-k8s.yml": "/etc/prometheus/secrets/ragdock-backends/QDRANT_API_KEY",
 }
 
+# Where each expects the gateway's RAGDOCK_METRICS_TOKEN: a compose secret, or the Secret
+# ragdock-metrics mounted the same way.
+METRICS_TOKEN_FILES = {
+    "prometheus.yml": "/run/secrets/ragdock_metrics_token",
+    "prometheus-k8s.yml": "/etc/prometheus/secrets/ragdock-metrics/RAGDOCK_METRICS_TOKEN",
+}
+
 
 def _jobs(config: str) -> dict[str, dict[str, Any]]:
     scrape_configs = yaml.safe_load((PROMETHEUS / config).read_text())["scrape_configs"]
@@ -39,11 +46,16 @@ def test_scrape_config_is_valid_and_scrapes_gateway_vllm_and_qdrant(
     config: str, tmp_path: Path
 ) -> None:
     # promtool checks that credential files exist: point them at a stand-in, rules alongside.
-    key_file = tmp_path / "qdrant-api-key"
-    key_file.write_text("k" * 32)
     text = (PROMETHEUS / config).read_text()
-    assert text.count(QDRANT_KEY_FILES[config]) == 1
-    (tmp_path / config).write_text(text.replace(QDRANT_KEY_FILES[config], str(key_file)))
+    for name, path in (
+        ("qdrant", QDRANT_KEY_FILES[config]),
+        ("gateway", METRICS_TOKEN_FILES[config]),
+    ):
+        key_file = tmp_path / f"{name}-key"
+        key_file.write_text("k" * 32)
+        assert text.count(path) == 1
+        text = text.replace(path, str(key_file))
+    (tmp_path / config).write_text(text)
     shutil.copy(PROMETHEUS / "alerts.yml", tmp_path)
     proc = run(tool("promtool"), "check", "config", tmp_path / config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -51,11 +63,13 @@ def test_scrape_config_is_valid_and_scrapes_gateway_vllm_and_qdrant(
 
 
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-k8s.yml"])
-def test_only_the_qdrant_scrape_sends_a_key(config: str) -> None:
-    # Qdrant's /metrics requires its API key (as a bearer token); the gateway's and vLLM's are open.
+def test_the_qdrant_and_gateway_scrapes_send_their_keys(config: str) -> None:
+    # Qdrant's /metrics requires its API key and the gateway's its metrics token (as bearer
+    # tokens); vLLM's is open.
     jobs = _jobs(config)
     assert jobs["qdrant"]["authorization"] == {"credentials_file": QDRANT_KEY_FILES[config]}
-    assert "authorization" not in jobs["gateway"] and "authorization" not in jobs["vllm"]
+    assert jobs["gateway"]["authorization"] == {"credentials_file": METRICS_TOKEN_FILES[config]}
+    assert "authorization" not in jobs["vllm"]
 
 
 def test_alert_rules_are_valid() -> None:

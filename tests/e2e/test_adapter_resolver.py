@@ -15,7 +15,13 @@ import pytest
 from engine.launcher import EngineLaunchSpec, EngineProcess
 from ragdock.settings import Settings
 from tests.conftest import ALPHA_REPLY, WHO
-from tests.support import ADMIN_KEY_JSON, TEST_API_KEY, free_port, start_gateway
+from tests.support import (
+    ADMIN_KEY_JSON,
+    TEST_API_KEY,
+    free_port,
+    gateway_metrics,
+    start_gateway,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +97,7 @@ def test_replicas_load_adapters_by_name_from_the_registry(
         )  # fmt: skip
         assert out.choices[0].message.content == ALPHA_REPLY
         # The engine resolved it on its own: the gateway made no runtime load call.
-        metrics = httpx.get(f"{gateway.url}/metrics").text
+        metrics = gateway_metrics(gateway.url)
         assert 'ragdock_adapter_loads_total{adapter="shared@v1"' not in metrics
     finally:
         gateway.stop()

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from tests import contract_samples as samples
 from tests.conftest import ALPHA_REPLY, BRAVO_REPLY, WHO
-from tests.support import CHAT_ONLY_KEY, TEST_API_KEY, GatewayProcess
+from tests.support import CHAT_ONLY_KEY, TEST_API_KEY, GatewayProcess, gateway_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +78,7 @@ def ask(client: openai.OpenAI, model: str) -> str:
 def metric(gateway: GatewayProcess, name: str, **labels: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{gateway.url}/metrics").text
+    text = gateway_metrics(gateway.url)
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)

@@ -23,7 +23,6 @@ import openai
 import pytest
 
 from engine.launcher import EngineProcess
-from eval.perf.bench import metric_total
 from server.relay.framing import event_data, is_done
 from tests.support import (
     ADMIN_KEY_JSON,
@@ -32,6 +31,8 @@ from tests.support import (
     TEST_API_KEY,
     TEST_KEYS_JSON,
     GatewayProcess,
+    gateway_metric_total,
+    gateway_metrics,
     start_gateway,
 )
 
@@ -66,7 +67,7 @@ def _stream_outcome(http: httpx.Client, max_tokens: int) -> str:
 
 
 def _in_flight(gateway: GatewayProcess) -> float:
-    return metric_total(gateway.url, "ragdock_requests_in_flight")
+    return gateway_metric_total(gateway.url, "ragdock_requests_in_flight")
 
 
 def test_engine_killed_under_streaming_load_then_restarted(
@@ -185,7 +186,7 @@ def test_in_flight_caps_answer_429_with_retry_after(capped_gateway: GatewayProce
         except openai.RateLimitError:
             assert time.monotonic() < deadline, "slots were not freed after the streams closed"
             time.sleep(0.5)
-    metrics = httpx.get(f"{capped_gateway.url}/metrics", timeout=5).text
+    metrics = gateway_metrics(capped_gateway.url)
     assert 'ragdock_rejected_requests_total{key="app",reason="in_flight_key"} 1.0' in metrics
     assert 'ragdock_rejected_requests_total{key="admin",reason="in_flight_total"} 1.0' in metrics
 

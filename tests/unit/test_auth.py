@@ -37,7 +37,8 @@ def test_broader_scopes_imply_narrower_ones_and_a_bare_key_only_chats() -> None:
     assert principal(None).granted == {"chat"}
     assert principal(["ingest"]).granted == {"ingest"}
     assert principal(["admin"]).granted == {"admin", "ingest", "chat"}
-    assert principal(["platform"]).granted == {"platform", "admin", "ingest", "chat"}
+    assert principal(["platform"]).granted == {"platform", "admin", "ingest", "chat", "metrics"}
+    assert principal(["metrics"]).granted == {"metrics"}
 
 
 def test_the_right_key_maps_to_its_principal() -> None:

@@ -86,7 +86,7 @@ def test_me_names_the_key_and_every_scope_it_grants(app: FastAPI) -> None:
     admin = client(app, "acme-admin").get("/v1/me").json()
     assert admin["scopes"] == ["admin", "chat", "ingest"]
     platform = client(app, "platform").get("/v1/me").json()
-    assert platform["scopes"] == ["admin", "chat", "ingest", "platform"]
+    assert platform["scopes"] == ["admin", "chat", "ingest", "metrics", "platform"]
     assert TestClient(app).get("/v1/me").status_code == 401
 
 
@@ -96,7 +96,7 @@ def test_me_in_keyless_mode_is_the_anonymous_caller(tmp_path: Path) -> None:
         reply = TestClient(app, headers={"host": "localhost"}).get("/v1/me").json()
     finally:
         app.state.document_service.retriever.close()
-    assert reply["auth"] is False and reply["scopes"] == ["chat", "ingest"]
+    assert reply["auth"] is False and reply["scopes"] == ["chat", "ingest", "metrics"]
     assert reply["tenant"] == "default"
 
 

@@ -72,7 +72,7 @@ def test_a_prompt_over_the_limit_is_400_before_the_engine(app: FastAPI) -> None:
     # refusals above happened before the engine was asked.
     short = client.post("/v1/completions", json={"model": "gemma", "prompt": half})
     _openai_error(short, 503, "engine_unavailable")
-    metrics = client.get("/metrics").text
+    metrics = gateway_client(app, TEST_API_KEY).get("/metrics").text  # a platform key reads it
     assert 'ragdock_rejected_requests_total{key="app",reason="prompt_too_long"} 2.0' in metrics
 
 
