@@ -199,9 +199,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._drop(408, "request_body_timeout", "The request body stopped arriving")
 
     def _write_stalled(self) -> None:
+        # Closing too (a keep-alive timeout after a whole answer was buffered): a close waits
+        # for the unread bytes to be delivered, for ever.
         self._write_timer = None
-        if self.transport.is_closing():
-            return
         log.info(
             "%s: read nothing of its response for %s s, aborting",
             self._peer(),
