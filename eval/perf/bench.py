@@ -208,9 +208,13 @@ async def read_stream(reply: httpx.Response, started: float) -> StreamRead:
     return StreamRead(chunks, ttft, time.perf_counter() - started, done)
 
 
-def metric_total(base_url: str, name: str) -> float:
+def metric_total(base_url: str, name: str, token: str | None = None) -> float:
     """A metric of a server's /metrics (the engine's `vllm:...`, the gateway's `ragdock_...`),
-    summed over its label sets; 0 when it has no samples."""
-    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    summed over its label sets; 0 when it has no samples. A gateway with API keys answers its
+    /metrics only to `token` (RAGDOCK_METRICS_TOKEN, or a key with the metrics scope)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    reply = httpx.get(f"{base_url}/metrics", headers=headers, timeout=10)
+    reply.raise_for_status()
+    text = reply.text
     samples = (s for family in text_string_to_metric_families(text) for s in family.samples)
     return sum((sample.value for sample in samples if sample.name == name), 0.0)

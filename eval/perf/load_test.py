@@ -45,6 +45,8 @@ from eval.perf.bench import (
 console = Console(width=150)
 FAULT_OUTCOMES = {"503 engine_unavailable", "stream error engine_unavailable"}
 QUESTION = "Write a short note about the history of the printing press."
+# The gateway started here answers its /metrics to this token only (its keys are chat keys).
+METRICS_TOKEN = "load-test-metrics-0123456789abcdef"
 
 
 @dataclass
@@ -227,7 +229,7 @@ def main() -> None:
         if recovered_at:
             after = sum(1 for t in result.finished_at if t > recovered_at[0])
             events.append(f"answers completed after /readyz came back: {after}")
-        in_flight = metric_total(url, "ragdock_requests_in_flight")
+        in_flight = metric_total(url, "ragdock_requests_in_flight", METRICS_TOKEN)
         print_result(result, args.clients, len(keys), cap)
         console.print(f"gateway requests in flight after the run: {in_flight:g}")
     # With the engine killed on purpose, its outage is expected to show, and only as these two.
@@ -299,6 +301,7 @@ def _start_stack(stack: ExitStack, keys: int, per_key_cap: int) -> tuple[str, li
             [{"key": k, "name": f"load{i}", "scopes": ["chat"]} for i, k in enumerate(api_keys)]
         ),
         "RAGDOCK_MAX_IN_FLIGHT_PER_KEY": str(per_key_cap),
+        "RAGDOCK_METRICS_TOKEN": METRICS_TOKEN,
     }
     gateway = start_gateway(engine.url, workdir / "gateway.log", env)
     stack.callback(gateway.stop)

@@ -18,7 +18,13 @@ import pytest
 
 from engine.launcher import EngineProcess
 from eval.perf.bench import metric_total
-from tests.support import TEST_API_KEY, TEST_KEYS_JSON, GatewayProcess, start_gateway
+from tests.support import (
+    TEST_API_KEY,
+    TEST_KEYS_JSON,
+    GatewayProcess,
+    gateway_metrics,
+    start_gateway,
+)
 from tests.training.reader_data import ARTICLES, reader_config, write_squad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -170,6 +176,6 @@ def test_reader_time_is_exported_for_operators(
     reader_gateway: GatewayProcess, handbook: str, client: openai.OpenAI
 ) -> None:
     ask(client, handbook, "Where do the green tiles come from?")
-    metrics = httpx.get(f"{reader_gateway.url}/metrics", timeout=30).text
+    metrics = gateway_metrics(reader_gateway.url)
     assert "ragdock_reader_duration_seconds_count" in metrics
     assert re.search(r'ragdock_reader_outcomes_total\{[^}]*collection="' + handbook, metrics)
