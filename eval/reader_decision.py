@@ -141,4 +141,37 @@ def calibrate_reader(
     )
     manifest = read_reader_manifest(reader_dir).model_copy(update={"decision": decision})
     manifest.write(reader_dir)
+    write_decision_card(reader_dir / "README.md", decision)
     return decision, rows
+
+
+DECISION_HEADING = "## Answer / abstain decision"
+
+
+def write_decision_card(card: Path, decision: ReaderDecision) -> None:
+    """The decision's section of the model card (replacing an earlier one); no card, nothing."""
+    if not card.is_file():
+        return
+    text = card.read_text(encoding="utf-8").split(DECISION_HEADING)[0].rstrip()
+    weights = ", ".join(f"{f} {w:+.3f}" for f, w in zip(decision.features, decision.weights,
+                                                         strict=True))  # fmt: skip
+    aurocs = " | ".join(f"{a.auroc:.3f}" if a.auroc is not None else "n/a" for a in decision.auroc)
+    section = [
+        DECISION_HEADING,
+        "",
+        f"Fitted by `ragdock eval calibrate-reader` on {', '.join(decision.articles)} "
+        f"({decision.questions} questions, {decision.answerable} answerable by their top "
+        f"{decision.top_k} sources; {decision.retrieval}).",
+        "",
+        f"- logistic weights: {weights}; bias {decision.bias:+.3f}",
+        f"- threshold {decision.threshold:.3f} for hallucination <= "
+        f"{decision.target_hallucination}: achieved {decision.hallucination:.3f}, false "
+        f"abstention {decision.false_abstention:.3f}",
+        "",
+        "| " + " | ".join(a.signal for a in decision.auroc) + " |",
+        "|" + "---|" * len(decision.auroc),
+        f"| {aurocs} |",
+        "",
+        "(AUROC: questions the sources answer vs questions they do not.)",
+    ]
+    card.write_text(text + "\n\n" + "\n".join(section) + "\n", encoding="utf-8")

@@ -197,3 +197,17 @@ def test_the_weights_digest_ignores_a_refreshed_chat_template() -> None:
     refreshed = build.model_copy(update={"files": {**files, "tokenizer_config.json": "4"}})
     other = build.model_copy(update={"files": {**files, "model.safetensors": "5"}})
     assert build.weights_digest() == refreshed.weights_digest() != other.weights_digest()
+
+
+def test_the_shipped_reader_is_typed_whole_and_calibrated() -> None:
+    from ragdock.contracts.reader import read_reader_manifest
+    from ragdock.digest import sha256_file
+
+    shipped = REPO / "adapters/demo/reader"
+    manifest = read_reader_manifest(shipped)
+    assert sha256_file(shipped / manifest.weights.file) == manifest.weights.sha256
+    assert manifest.weights.dtype == "float16" and manifest.weights.from_base
+    decision = manifest.decision
+    assert decision is not None and decision.hallucination <= decision.target_hallucination
+    splits = manifest.data.splits
+    assert not set(splits["train"]) & (set(splits["test"]) | set(splits["calibration"]))
