@@ -138,8 +138,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="Write the results here.")
+    parser.add_argument("--no-default", action="store_true", help="Only the --setting rows.")
     args = parser.parse_args(argv)
-    settings: dict[str, dict[str, Any]] = {"default": {}}
+    settings: dict[str, dict[str, Any]] = {} if args.no_default else {"default": {}}
     for item in args.setting:
         name, _, raw = item.partition("=")
         settings[name] = json.loads(raw)
