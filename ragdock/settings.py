@@ -218,10 +218,12 @@ class Settings(BaseSettings):
         description="RAG switched on per model name: {model: {collection, top_k, min_score}}.",
     )
     reader: str = Field(
-        "auto",
+        # Off by default: on held-out SQuAD 2.0 articles no setting of the shipped reader beats
+        # the reader-less path on every metric yet (README, "The grounding reader").
+        "none",
         description="The grounding reader that reads every retrieved source and decides answer / "
         "extract / abstain: a trained reader's directory, `auto` (the reader shipped in "
-        "adapters/demo/reader when present) or `none` (the generator's own first token decides).",
+        "adapters/demo/reader) or `none` (the generator's own first token decides).",
     )
     reader_min_score: float = Field(
         0.15,

@@ -11,7 +11,7 @@
 #   6. train the grounding reader (training/configs/reader-minilm.yaml; hours on 2 CPU cores,
 #      resumable: run this script again), fit its answer/abstain decision on the calibration
 #      article (`ragdock eval calibrate-reader`) and copy it to adapters/demo/reader/, which the
-#      gateway loads by default (RAGDOCK_READER=auto). RAGDOCK_READER_RUN sets where it trains.
+#      gateway loads with RAGDOCK_READER=auto. RAGDOCK_READER_RUN sets where it trains.
 # Steps already done are skipped (delete runs/raft-squad2 or runs/grounded-raft-270m to redo them).
 #
 #   scripts/flagship.sh [SQUAD_JSON]
