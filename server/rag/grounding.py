@@ -199,6 +199,24 @@ def abstention_grounding(
 def abstention_completion(model: str, message: str, grounding: Grounding) -> dict[str, Any]:
     """A chat.completion object answering with the abstention message (no model call)."""
     return {
+        **gateway_completion(model, message),
+        "sources": [],
+        "grounding": grounding.model_dump(),
+    }
+
+
+def is_structured(payload: dict[str, Any]) -> bool:
+    """The request holds its reply to a JSON format (such a reply is flagged, never replaced)."""
+    response_format = payload.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in (
+        "json_schema",
+        "json_object",
+    )
+
+
+def gateway_completion(model: str, text: str) -> dict[str, Any]:
+    """A chat.completion object the gateway writes itself (no model call, no usage)."""
+    return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -206,14 +224,12 @@ def abstention_completion(model: str, message: str, grounding: Grounding) -> dic
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": message},
+                "message": {"role": "assistant", "content": text},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
         ],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "sources": [],
-        "grounding": grounding.model_dump(),
     }
 
 

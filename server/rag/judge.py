@@ -19,6 +19,7 @@ from server.rag.grounding import (
     abstention_grounding,
     decide_answer,
     first_token,
+    is_structured,
     post_check,
 )
 from server.rag.protocol import Grounding
@@ -160,11 +161,7 @@ class AnswerJudge:
         # held to a JSON format is flagged too: replaced by the abstention's prose, it would
         # no longer parse as what the client asked for.
         calls_tools = bool(message.get("tool_calls"))
-        response_format = payload.get("response_format")
-        structured = isinstance(response_format, dict) and response_format.get("type") in (
-            "json_schema",
-            "json_object",
-        )
+        structured = is_structured(payload)
         text = message.get("content") or ""
         verdict = self.verdict(
             turn, text, decision, enforce_support=not (calls_tools or structured)

@@ -19,7 +19,12 @@ from grounding.policy import Settled, settle
 from grounding.prompt import is_abstention
 from server.errors import EngineUnavailableError, sse_error_event
 from server.metrics import GatewayMetrics
-from server.rag.grounding import abstention_completion, abstention_events
+from server.rag.grounding import (
+    abstention_completion,
+    abstention_events,
+    gateway_completion,
+    is_structured,
+)
 from server.rag.protocol import Grounding, Support
 from server.rag.reading import Reading
 from server.rag.turn import GroundedTurn
@@ -116,7 +121,7 @@ class ReaderReplies:
         choices = body.get("choices") or [{}]
         message = choices[0].get("message") or {}
         text = message.get("content") or ""
-        if bool(message.get("tool_calls")) or _structured(payload):
+        if bool(message.get("tool_calls")) or is_structured(payload):
             settled = Settled("answer", text, [], "not_checked")
         else:
             settled = self.settle(turn, reading, text)
@@ -150,7 +155,7 @@ class ReaderReplies:
         settled = self.settle(turn, reading, None)
         if settled.outcome == "abstain":
             return self.abstention(turn, reading, settled, model=model)
-        reply = _completion(model, settled.text or "")
+        reply = gateway_completion(model, settled.text or "")
         reply["sources"] = turn.sources()
         reply["grounding"] = grounding_of(turn, reading, settled).model_dump()
         return reply
@@ -224,7 +229,7 @@ class ReaderReplies:
                         for d in held for c in d.get("choices") or [])  # fmt: skip
             for out in passthrough:
                 yield out
-            if tools or _structured(payload):
+            if tools or is_structured(payload):
                 settled = Settled("answer", text, [], "not_checked")
                 for out in self._replay(turn, held, usage, reading, settled, keep_usage):
                     yield out
@@ -271,32 +276,6 @@ class ReaderReplies:
         if usage is not None and keep_usage:
             out.append(sse_event(usage))
         return [*out, DONE_EVENT]
-
-
-def _structured(payload: dict[str, Any]) -> bool:
-    response_format = payload.get("response_format")
-    return isinstance(response_format, dict) and response_format.get("type") in (
-        "json_schema",
-        "json_object",
-    )
-
-
-def _completion(model: str, text: str) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-    }
 
 
 def _chunk(model: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
