@@ -515,3 +515,7 @@ def _import_legacy(conn: Connection, path: Path, generation: str, now: float) ->
     _retire(
         conn, generation, [PendingRev(r, t, d, "retired") for r, t, d in pending], now, "import"
     )
+
+
+# For the other control-plane writers (sources, jobs): the same dialect-aware upsert.
+upsert = _upsert

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -123,4 +124,87 @@ audit_log = Table(
     Column("version", String(64), nullable=True),
     Column("alias", String(64), nullable=True),
     Column("detail", Text, nullable=True),
+)
+
+# Where a collection's documents come from (0004): a folder or a SQL query, owned by a tenant.
+# `spec` is JSON and holds references to credentials (an environment variable's or a secret
+# file's name), never the credentials. `cursor` is a SQL source's incremental watermark (the
+# highest `updated_at` its last successful sync read). `generation` is the collection
+# generation its items went into: a dropped and re-created collection is refilled. `syncs`
+# counts its successful syncs, so every `full_every`-th one is a full pass that also finds
+# deletions. A deleted source keeps its row (`deleted_at`) until a purge job has removed its
+# documents.
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("collection", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("interval_s", Float, nullable=True),
+    Column("full_every", Integer, nullable=False),
+    Column("cursor", Text, nullable=True),
+    Column("generation", String(36), nullable=True),
+    Column("syncs", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("last_success_at", Float, nullable=True),
+    Column("deleted_at", Float, nullable=True),
+    UniqueConstraint("tenant", "name", name="uq_sources_tenant_name"),
+)
+
+# What syncs ingested from a source, by the item's key there (a relative path, a row id).
+# `fingerprint` is a file's size and mtime: equal means the file was not even touched, so it is
+# not read. `seen_job` is the last job that listed the item: after a full pass, the items it did
+# not see are gone from the source.
+source_items = Table(
+    "source_items",
+    metadata,
+    Column("source_id", String(36), primary_key=True),
+    Column("item_key", String(512), primary_key=True),
+    Column("doc_id", String(512), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=True),
+    Column("seen_job", String(36), nullable=True),
+    Column("synced_at", Float, nullable=False),
+)
+
+# One sync of one source. States: queued, running, succeeded, failed, cancelled. `active` is 1
+# while queued or running, NULL after: the unique key keeps one live job per source. A running
+# job belongs to `owner` until `lease_expires`; past it, any worker may claim it and resume.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("source_id", String(36), nullable=False, index=True),
+    Column("tenant", String(128), nullable=False, index=True),
+    Column("kind", String(12), nullable=False),
+    Column("trigger", String(12), nullable=False),
+    Column("state", String(12), nullable=False, index=True),
+    Column("active", Integer, nullable=True),
+    Column("owner", String(128), nullable=True),
+    Column("lease_expires", Float, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("cancel_requested", Integer, nullable=False),
+    Column("cursor_from", Text, nullable=True),
+    Column("progress", Text, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("attempt_started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    UniqueConstraint("source_id", "active", name="uq_jobs_one_active"),
+)
+
+# The items a job skipped, with why (a corrupt PDF, a row without text).
+job_errors = Table(
+    "job_errors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), nullable=False, index=True),
+    Column("item_key", String(512), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("at", Float, nullable=False),
 )
