@@ -139,6 +139,19 @@ class Settings(BaseSettings):
     base_model_id: str | None = Field(
         None, description="Model id of the base, to match adapters against (default: derived)."
     )
+    signing_key_file: Path | None = Field(
+        None,
+        description="The platform's key (a file of 32+ characters) that signs the eval reports "
+        "`ragdock eval` measures; promotion is judged only on reports signed with it. Default "
+        "DATA_DIR/signing.key, created (mode 0600) on first start. Every replica, and the "
+        "machine that runs `ragdock eval`, must read the same file. Never logged or returned.",
+    )
+    promotion_gate: Path | None = Field(
+        None,
+        description="The platform's gate file: every promotion is judged by it, on the metrics "
+        "of a signed report (a report's own gate verdict is never read). Default: "
+        "eval/suites/grounded-raft-270m.gate.yaml.",
+    )
 
     # --- retrieval ------------------------------------------------------------------------
     data_dir: Path | None = Field(
@@ -250,6 +263,27 @@ class Settings(BaseSettings):
     )
     max_document_bytes: int = Field(10 * 2**20, ge=1, description="Largest document upload.")
     demo_documents: bool = Field(True, description="`ragdock up` ingests the demo set once.")
+
+    # --- sources and sync jobs ----------------------------------------------------------------
+    source_roots: str = Field(
+        "",
+        description="Directories folder sources (and SQLite files) may lie under, separated "
+        "by ':'; `{tenant}` in one is the tenant's name. Empty: no folder source.",
+    )
+    source_secrets_dir: str = Field(
+        "/run/secrets/ragdock",
+        description="Its `<tenant>/` holds the secret files a tenant's SQL sources may name.",
+    )
+    worker: bool = Field(
+        True, description="This gateway also runs sync jobs (`ragdock worker` runs only them)."
+    )
+    jobs_per_tenant: int = Field(2, ge=1, description="Most sync jobs running for a tenant.")
+    job_lease_s: float = Field(
+        30.0, gt=0, description="A dead worker's job is resumed by another after this."
+    )
+    source_batch_size: int = Field(
+        32, ge=1, le=1024, description="Documents a sync ingests and commits at once."
+    )
 
     # --- gateway --------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Forced to 127.0.0.1 when no API keys are set.")
@@ -419,6 +453,10 @@ class Settings(BaseSettings):
     @property
     def registry_dir(self) -> Path:
         return self.adapters_dir or self.home / "adapters"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.store_dir / "signing.key"
 
     def engine_base_url(self) -> str:
         return (self.engine_url or f"http://{self.engine_host}:{self.engine_port}").rstrip("/")

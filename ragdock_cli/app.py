@@ -15,7 +15,9 @@ from engine.cli import engine_app, model_app
 from eval.cli import app as eval_app
 from retrieval.cli import app as retrieval_app
 from retrieval.ingest_cli import ingest
+from retrieval.sources_cli import app as sources_app
 from server.cli import serve, up
+from server.worker_cli import worker
 from training.cli import app as train_app
 
 app = typer.Typer(
@@ -26,10 +28,12 @@ app = typer.Typer(
 )
 app.command(help="Build the model if needed, start vLLM and the gateway (Ctrl-C stops both).")(up)
 app.command(help="Run the gateway only, against a running engine (--engine-url).")(serve)
+app.command(help="Run sync jobs of sources, without serving HTTP.")(worker)
 app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")
 app.add_typer(adapters_app, name="adapters")
 app.command(help="Ingest files into a collection of a running gateway, with progress.")(ingest)
+app.add_typer(sources_app, name="sources", help="Folder and SQL sources, synced by jobs.")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(retrieval_app, name="retrieval", help="Offline store commands (gateway stopped).")

@@ -15,10 +15,14 @@ from adapters.validation import AdapterLimits
 from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.settings import Settings
 from retrieval.service import Retriever
+from retrieval.sources.confine import Confinement
+from retrieval.sources.sync import SyncSettings
+from retrieval.sources.worker import Worker
 from server import health, status_api
 from server.access import AccessControl
 from server.adapter_loading import AdapterLoader, ResolverLoader, RuntimeApiLoader
 from server.adapters_api import router as adapters_router
+from server.adapters_api.judge import platform_judge
 from server.adapters_api.service import AdapterService
 from server.admission import AdmissionControl, AdmissionLimits
 from server.auth import KeyRing
@@ -37,6 +41,8 @@ from server.rag.judge import AnswerJudge
 from server.rag.reading import SourceReader, reader_directory
 from server.rag.service import RagService
 from server.rag.step import GroundingStep
+from server.sources_api import router as sources_router
+from server.sources_api.service import SourceMetrics, SourceService
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +123,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         served_base_identity(settings),
         control=control,
         engine_base_name=engine_model_argument(settings),
+        judge=platform_judge(settings),
     )
     catalog = ModelCatalog(
         alias=settings.served_model_name,
@@ -157,11 +164,21 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         else None
     )
 
+    sources = source_service(settings, retriever)
+    worker = sync_worker(settings, retriever, control, metrics) if settings.worker else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if retriever is not None:
             # Load the embedder now, not on the first user's request.
             await run_in_threadpool(retriever.embedder.embed_query, "warm up")
+        if worker is not None:
+            worker.start_thread()
+        gauges = (
+            asyncio.create_task(SourceMetrics(sources, metrics).run_forever())
+            if sources is not None
+            else None
+        )
         if not settings.auth_enabled:
             log.warning(
                 "NO API KEYS CONFIGURED: every request is accepted, so the gateway listens on "
@@ -172,6 +189,12 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
             yield
         finally:
             collector.cancel()
+            if gauges is not None:
+                gauges.cancel()
+            if worker is not None:
+                # The current batch ends and commits; the job is resumed by the next worker.
+                worker.stop()
+                await run_in_threadpool(worker.join, 30.0)
             await engine_client.aclose()
             if reader is not None:
                 reader.close()
@@ -215,6 +238,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         if retriever
         else None
     )
+    app.state.source_service = sources
     app.state.adapter_service = AdapterService(registry, loras, settings.adapter_max_upload_bytes)
 
     # Added last, runs first: the door (who is calling, before any body byte), then admission
@@ -229,9 +253,41 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.include_router(openai_router.router)
     app.include_router(adapters_router.router)
     app.include_router(documents_router.router)
+    app.include_router(sources_router.router)
     if settings.console:
         mount_console(app)
     return app
+
+
+def source_service(settings: Settings, retriever: Retriever | None) -> SourceService | None:
+    if retriever is None:
+        return None
+    return SourceService(
+        retriever,
+        Confinement.from_env(settings.source_roots, settings.source_secrets_dir),
+        lease_s=settings.job_lease_s,
+        per_tenant=settings.jobs_per_tenant,
+    )
+
+
+def sync_worker(
+    settings: Settings, retriever: Retriever | None, control: ControlPlane, metrics: GatewayMetrics
+) -> Worker | None:
+    """The sync-job worker this process runs (the gateway's, or `ragdock worker`'s)."""
+    if retriever is None:
+        return None
+    return Worker(
+        retriever,
+        control,
+        SyncSettings(
+            confinement=Confinement.from_env(settings.source_roots, settings.source_secrets_dir),
+            max_document_bytes=settings.max_document_bytes,
+            batch_size=settings.source_batch_size,
+        ),
+        lease_s=settings.job_lease_s,
+        per_tenant=settings.jobs_per_tenant,
+        observe=lambda outcome, count: metrics.source_documents.labels(outcome).inc(count),
+    )
 
 
 async def _collect_forever(retriever: Retriever | None, grace_s: float) -> None:

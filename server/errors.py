@@ -185,3 +185,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_exception_handler(Exception, _handle_unexpected)
+
+
+class ConflictError(GatewayError):
+    """The request conflicts with the resource's state (a sync while one is running)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"

@@ -106,6 +106,30 @@ class GatewayMetrics:
             "ragdock_reader_outcomes", "Grounded replies with a reader, by outcome and why.",
             ["collection", "mode", "outcome", "why"], registry=r,
         )  # fmt: skip
+        # Sources and sync jobs. The gauges are read from the control plane every few
+        # seconds (`server.sources_api.service.SourceMetrics`), so every replica reports the
+        # same values: alert on their max.
+        self.source_jobs = Gauge(
+            "ragdock_source_jobs", "Sync jobs by state (from the control plane).", ["state"],
+            registry=r,
+        )  # fmt: skip
+        self.source_documents = Counter(
+            "ragdock_source_documents", "Documents sync jobs of this process recorded, by outcome.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.source_sync_lag = Gauge(
+            "ragdock_source_sync_lag_seconds",
+            "Seconds since the source's last successful sync (since its creation if none).",
+            ["tenant", "source"], registry=r,
+        )  # fmt: skip
+        self.source_interval = Gauge(
+            "ragdock_source_interval_seconds", "A scheduled source's sync interval.",
+            ["tenant", "source"], registry=r,
+        )  # fmt: skip
+        self.source_jobs_overdue = Gauge(
+            "ragdock_source_jobs_overdue",
+            "Running sync jobs past their lease: their worker died or stalls.", registry=r,
+        )  # fmt: skip
         # The last minute per tenant, for /v1/status (Prometheus series carry no tenant).
         self.recent = RecentActivity()
 

@@ -113,6 +113,12 @@ class Worker:
 
     def start_thread(self) -> threading.Thread:
         """`run_forever` on a daemon thread (the gateway's embedded worker)."""
-        thread = threading.Thread(target=self.run_forever, name="ragdock-worker", daemon=True)
-        thread.start()
-        return thread
+        self._thread = threading.Thread(target=self.run_forever, name="ragdock-worker", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the thread of `start_thread` to end (after `stop`)."""
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.join(timeout_s)
