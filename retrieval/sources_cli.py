@@ -41,6 +41,8 @@ console = Console()
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 ACTIVE = ("running", "queued")
 ENDED = ("succeeded", "failed", "cancelled")
+# The gateway names no source for a job whose source was deleted (its purge job included).
+_GONE = "(deleted)"
 SHOWN_ERRORS = 10  # the first errors a finished sync prints; `ragdock sources job ID` has them all
 
 GatewayOption = Annotated[
@@ -435,7 +437,8 @@ def show(name: str, gateway: GatewayOption = DEFAULT_GATEWAY) -> None:
         f"{_age(out['last_success_at'])}",
         highlight=False,
     )
-    console.print_json(json.dumps(out["spec"]))
+    # the fields that say something: a SQL spec's unused references are null
+    console.print_json(json.dumps({k: v for k, v in out["spec"].items() if v is not None}))
     console.print(f"last job:   {_brief(out['last_job'])}", highlight=False)
     console.print(f"active job: {_brief(out['active_job'])}", highlight=False)
 
@@ -495,7 +498,8 @@ def jobs(
     params |= {"state": state} if state else {}
     with _session(gateway) as api:
         found = api.call("GET", "/jobs", params=params)["data"]
-    table = Table("id", "source", "kind", "trigger", "state", "done", "counts", "created", "took")
+    counted = ("added", "updated", "unchanged", "deleted", "failed")
+    table = Table("id", "source", "kind", "trigger", "state", "done", *counted, "created", "took")
     for job in found:
         took = (
             _duration((job["finished_at"] or time.time()) - job["started_at"])
@@ -503,8 +507,9 @@ def jobs(
             else "-"
         )
         table.add_row(
-            job["id"], job["source"] or "(purge)", job["kind"], job["trigger"], job["state"],
-            _done(job["progress"]), _counts(job["progress"]), _age(job["created_at"]), took,
+            job["id"], job["source"] or _GONE, job["kind"], job["trigger"], job["state"],
+            _done(job["progress"]), *(str(job["progress"][n]) for n in counted),
+            _age(job["created_at"]), took,
         )  # fmt: skip
     console.print(table)
 
@@ -522,7 +527,7 @@ def job(
         else ""
     )
     console.print(
-        f"job {out['id']}: source {out['source'] or '(purge)'} -> {out['collection']}, "
+        f"job {out['id']}: source {out['source'] or _GONE} -> {out['collection']}, "
         f"{out['kind']} ({out['trigger']}), attempt {out['attempts']}, created "
         f"{_age(out['created_at'])}{took}",
         highlight=False,

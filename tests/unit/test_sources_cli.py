@@ -274,7 +274,7 @@ def test_list_shows_each_source_with_its_active_job(gateway: Gateway) -> None:
 
 
 def test_jobs_filters_and_cancel_and_delete_use_their_routes(gateway: Gateway) -> None:
-    gateway.script("GET", "/v1/jobs", listing(job("failed", 2)))
+    gateway.script("GET", "/v1/jobs", listing(job("failed", 2, added=1, failed=1)))
     cancelling = job("running") | {"cancel_requested": True}
     gateway.script("POST", "/v1/jobs/job-1/cancel", httpx.Response(200, json=cancelling))
     gateway.script("DELETE", "/v1/sources/docs", httpx.Response(204))
@@ -285,10 +285,33 @@ def test_jobs_filters_and_cancel_and_delete_use_their_routes(gateway: Gateway) -
         "state": "failed",
         "limit": "50",
     }
-    assert "job-1" in listed.output and "failed" in listed.output
+    (row,) = [line for line in listed.output.splitlines() if "job-1" in line]
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[:11] == ["job-1", "docs", "full", "manual", "failed", "2/3", "1", "0", "0", "0",
+                          "1"]  # fmt: skip
+    assert cells[-1] == "2.5s"  # took: started to finished
     cancelled = run("cancel", "job-1")
     assert cancelled.exit_code == 0
     assert "cancel requested (running): job job-1" in cancelled.output
     deleted = run("delete", "docs")
     assert deleted.exit_code == 0
     assert "deleted source docs" in deleted.output
+
+
+def test_show_prints_the_spec_by_reference_and_the_jobs(gateway: Gateway) -> None:
+    spec = {"kind": "sql", "url": None, "url_env": "RAGDOCK_SECRET_ACME_DB", "url_file": None,
+            "password_env": None, "password_file": None, "query": "SELECT * FROM faq"}  # fmt: skip
+    shown = source(job("running", 2, total=None), kind="sql") | {
+        "spec": spec,
+        "last_job": job("succeeded", 3) | {"id": "job-0"},
+    }
+    gateway.script("GET", "/v1/sources/docs", httpx.Response(200, json=shown))
+    out = run("show", "docs")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output[out.output.index("{") : out.output.index("}") + 1]) == {
+        "kind": "sql",
+        "url_env": "RAGDOCK_SECRET_ACME_DB",
+        "query": "SELECT * FROM faq",
+    }
+    assert "last job:   succeeded full 3/3  job-0" in out.output
+    assert "active job: running full 2/?  job-1" in out.output
