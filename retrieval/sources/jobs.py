@@ -379,9 +379,7 @@ class JobQueue:
     # -- reads -----------------------------------------------------------------------------
     def cancel_requested(self, job_id: str) -> bool:
         with self.plane.read() as conn:
-            flag = conn.execute(
-                select(jobs.c.cancel_requested).where(jobs.c.id == job_id)
-            ).scalar()
+            flag = conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
         return bool(flag)
 
     def _get(self, conn: Connection, job_id: str) -> JobRecord | None:

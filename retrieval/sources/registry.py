@@ -131,7 +131,9 @@ class SourceRegistry:
             ).first()  # fmt: skip
         return _record(row) if row is not None else None
 
-    def list_sources(self, tenant: str | None, *, include_deleted: bool = False) -> list[SourceRecord]:
+    def list_sources(
+        self, tenant: str | None, *, include_deleted: bool = False
+    ) -> list[SourceRecord]:
         """The tenant's sources by name (None: every tenant's)."""
         query = select(sources).order_by(sources.c.tenant, sources.c.name)
         if tenant is not None:

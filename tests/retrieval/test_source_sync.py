@@ -28,7 +28,7 @@ from retrieval.sources.confine import Confinement, ConfinementError
 from retrieval.sources.jobs import JobConflictError, JobQueue
 from retrieval.sources.registry import SourceRecord, SourceRegistry
 from retrieval.sources.sql import SqlReader, SqlSourceError, source_url
-from retrieval.sources.sync import SyncSettings, doc_id_of
+from retrieval.sources.sync import SyncSettings
 from retrieval.sources.worker import Worker
 from retrieval.sparse import EdgeBm25Encoder
 from retrieval.store import EdgeStore

@@ -43,6 +43,14 @@ ROUTE_SCOPES = {
     ("GET", "/v1/collections/{collection}/documents"): "ingest",
     ("GET", "/v1/collections/{collection}/documents/{doc_id:path}"): "ingest",
     ("DELETE", "/v1/collections/{collection}/documents/{doc_id:path}"): "ingest",
+    ("POST", "/v1/sources"): "ingest",
+    ("GET", "/v1/sources"): "ingest",
+    ("GET", "/v1/sources/{name}"): "ingest",
+    ("DELETE", "/v1/sources/{name}"): "ingest",
+    ("POST", "/v1/sources/{name}/sync"): "ingest",
+    ("GET", "/v1/jobs"): "ingest",
+    ("GET", "/v1/jobs/{job_id}"): "ingest",
+    ("POST", "/v1/jobs/{job_id}/cancel"): "ingest",
     ("GET", "/v1/adapters"): "admin",
     ("POST", "/v1/adapters"): "platform",
     ("POST", "/v1/adapters/upload"): "admin",
@@ -279,7 +287,7 @@ def test_no_route_lets_one_tenant_touch_anothers_things(app: FastAPI, tmp_path: 
         "acme-bot", "shared-bot",
     ]  # fmt: skip
     assert [e["actor"] for e in acme.get("/v1/adapters/acme-bot/audit").json()] == [
-        "acme-admin", "acme-admin",
+        "acme/acme-admin", "acme/acme-admin",
     ]  # fmt: skip
     acme_models = [m["id"] for m in acme.get("/v1/models").json()["data"]]
     assert "acme-bot@v1" in acme_models
