@@ -34,3 +34,10 @@ class AdapterConflictError(RegistryError):
 class PromotionRefusedError(RegistryError):
     status_code = 409
     code = "gate_not_passed"
+
+
+class ReportNotVerifiedError(PromotionRefusedError):
+    """The version's eval report is not the platform's measurement (unsigned, a signature that
+    does not verify, or measured for another version): kept as evidence, it promotes nothing."""
+
+    code = "report_not_verified"

@@ -2,8 +2,13 @@
 
 The control plane (`ragdock.controlplane`) holds every version ever pushed (a deleted one keeps its
 row, so its label `NAME@vN` is never handed out again and no engine replica can cache other weights
-under it), the aliases with their history, eval reports with their gate verdicts, and the audit
-log. Each operation is one transaction, with the audit entry in it.
+under it), the aliases with their history, eval reports with the platform's verdict on them, and
+the audit log. Each operation is one transaction, with the audit entry in it.
+
+An eval report is evidence, not a verdict: the registry never reads a report's own `gate`. A
+`Judge` (the platform's: `eval.verdict.PlatformJudge`, given by the gateway) computes the verdict
+from a report the platform signed, against the platform's gate; promote asks it again, inside the
+transaction that moves the alias. Without a judge nothing verifies, so nothing promotes unforced.
 
 Files, written once and never changed:
     ROOT/NAME/VERSION/             PEFT files, manifest.json, registry.json (the record at push)
@@ -42,12 +47,13 @@ from adapters.errors import (
     AdapterNotFoundError,
     AdapterValidationError,
     PromotionRefusedError,
+    ReportNotVerifiedError,
 )
 from adapters.names import check_alias, check_name, check_version
 from adapters.validation import AdapterInfo, AdapterLimits, validate_adapter_dir
 from ragdock.contracts.adapter_manifest import AdapterManifest, read_adapter_manifest
 from ragdock.contracts.base import ContractError
-from ragdock.contracts.eval_report import EvalReport, parse_eval_report
+from ragdock.contracts.eval_report import EvalReport, PlatformVerdict, parse_eval_report
 from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.controlplane.schema import (
     adapter_aliases,
@@ -69,6 +75,19 @@ _STALE_STAGING_S = 3600.0
 
 # (owner tenant, visibility) of a name, or None; whether it has a live version. Raises to refuse.
 Authorize = Callable[[tuple[str, str] | None, bool], None]
+# The platform's verdict on a report (None: none attached) as the report of NAME@VERSION.
+Judge = Callable[[EvalReport | None, str, str], PlatformVerdict]
+
+
+def no_platform_key(report: EvalReport | None, name: str, version: str) -> PlatformVerdict:
+    """The judge of a registry given none: no report is the platform's, so none passes."""
+    if report is None:
+        return PlatformVerdict(status="missing", reason="it has no eval report")
+    return PlatformVerdict(
+        status="unverified",
+        reason="its eval report is not platform-measured (this registry has no platform key to "
+        "verify it with): kept as evidence, it cannot pass a gate",
+    )
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,7 @@ class AdapterRegistry:
         *,
         control: ControlPlane | None = None,
         engine_base_name: str | None = None,
+        judge: Judge = no_platform_key,
     ) -> None:
         """
         Args:
@@ -102,8 +122,11 @@ class AdapterRegistry:
                 an embedded SQLite file `ROOT/.registry.sqlite`, for one process.
             engine_base_name: the engine's --model value; when given, every version is also
                 published under ROOT/.resolver for vLLM's filesystem LoRA resolver.
+            judge: the platform's verdict on a version's eval report (what promote reads);
+                default: none verifies.
         """
         self.root = root
+        self.judge = judge
         self.limits = limits
         self.base = base
         self.engine_base_name = engine_base_name
@@ -188,6 +211,10 @@ class AdapterRegistry:
             ).scalar_one_or_none()
         return _stored_report(raw, version.ref)
 
+    def verdict(self, version: AdapterVersion) -> PlatformVerdict:
+        """The platform's verdict on the version's eval report, as promote would reach it now."""
+        return self.judge(self.eval_report(version), version.name, version.version)
+
     def audit_entries(self, name: str | None = None) -> list[dict[str, Any]]:
         query = select(audit_log).order_by(audit_log.c.id)
         if name is not None:
@@ -267,7 +294,8 @@ class AdapterRegistry:
                 conn.execute(adapter_versions.insert().values(
                     name=name, version=label, number=_label_number(label),
                     record=json.dumps(record), pushed_at=record["pushed_at"], deleted_at=None,
-                    eval_report=_report_json(report), gate_passed=_gate_flag(report),
+                    eval_report=_report_json(report),
+                    gate_passed=_gate_flag(report, self.judge(report, name, label)),
                 ))  # fmt: skip
                 self._audit(conn, actor, "push", name, version=label, detail={"rank": info.rank})
                 self.fault("recorded")
@@ -279,29 +307,51 @@ class AdapterRegistry:
     def attach_eval_report(
         self, name: str, version: str, report: dict[str, Any] | EvalReport, *, actor: str
     ) -> None:
-        """Raises AdapterValidationError: `report` is not an eval report (the field named)."""
+        """Store `report` as the version's eval report, whoever made it: the audit entry and
+        `gate_passed` record the platform's verdict on it (see `Judge`), never its own claim.
+
+        Raises:
+            AdapterValidationError: `report` is not an eval report (the field named).
+        """
         checked = _checked_report(report, f"the eval report for {name}@{version}")
         with self._transaction(name) as conn:
             self._get(conn, name, version)
+            verdict = self.judge(checked, name, version)
             conn.execute(
                 update(adapter_versions)
                 .where(adapter_versions.c.name == name, adapter_versions.c.version == version)
-                .values(eval_report=_report_json(checked), gate_passed=_gate_flag(checked))
+                .values(eval_report=_report_json(checked), gate_passed=_gate_flag(checked, verdict))
             )
-            passed = gate_verdict(checked)[0]
             self._audit(
-                conn, actor, "eval_report", name, version=version, detail={"gate_passed": passed}
-            )
+                conn, actor, "eval_report", name, version=version,
+                detail={"gate_passed": verdict.passed, "verdict": verdict.status},
+            )  # fmt: skip
 
     def promote(
-        self, name: str, version: str, alias: str, *, actor: str, force: bool = False
+        self,
+        name: str,
+        version: str,
+        alias: str,
+        *,
+        actor: str,
+        force: bool = False,
+        reason: str | None = None,
     ) -> dict[str, Any]:
-        """Point `alias` at `version`; refused unless its eval report passed its gate. The
-        version's existence and its verdict are checked in the transaction that moves the alias.
+        """Point `alias` at `version`; refused unless the platform's verdict on its eval report
+        is `passed`. The version's existence and the verdict are checked in the transaction
+        that moves the alias.
+
+        Args:
+            force: move it whatever the verdict (the caller decides who may: the gateway lets
+                platform admins only); audited as forced when the verdict did not pass.
+            reason: why, recorded in the audit entry.
 
         Raises:
             AdapterNotFoundError: the version does not exist (or was deleted).
-            PromotionRefusedError: no eval report, or its gate failed, and `force` is false.
+            ReportNotVerifiedError: its report is not the platform's measurement, and `force`
+                is false.
+            PromotionRefusedError: no eval report, or the platform's gate failed on it, and
+                `force` is false.
         """
         check_alias(alias)
         with self._transaction(name) as conn:
@@ -311,11 +361,18 @@ class AdapterRegistry:
                     adapter_versions.c.name == name, adapter_versions.c.version == version
                 )
             ).scalar_one()
-            passed, why = gate_verdict(_stored_report(raw, f"{name}@{version}"))
-            if not passed and not force:
-                raise PromotionRefusedError(
-                    f"{name}@{version} cannot be promoted to {alias}: {why}. Run `ragdock eval` "
-                    "and attach a passing report, or pass force (recorded in the audit log)",
+            verdict = self.judge(_stored_report(raw, f"{name}@{version}"), name, version)
+            if not verdict.passed and not force:
+                refused = (
+                    ReportNotVerifiedError
+                    if verdict.status == "unverified"
+                    else PromotionRefusedError
+                )
+                raise refused(
+                    f"{name}@{version} cannot be promoted to {alias}: {verdict.reason}. Have the "
+                    "platform measure it (`ragdock eval SUITE --attach` signs the report with "
+                    "the platform's key, RAGDOCK_SIGNING_KEY_FILE), or a platform admin force it "
+                    "(recorded in the audit log)",
                     param="version",
                 )
             entry = _aliases(conn, name).get(alias, {"version": None, "history": []})
@@ -324,10 +381,11 @@ class AdapterRegistry:
             entry["version"] = version
             self.fault("checked")
             _set_alias(conn, name, alias, entry, self.control.now(conn))
-            self._audit(
-                conn, actor, "promote", name, version=version, alias=alias,
-                detail={"forced": force and not passed, "gate": why},
-            )  # fmt: skip
+            detail = {"forced": force and not verdict.passed, "verdict": verdict.status,
+                      "gate": verdict.reason}  # fmt: skip
+            if reason:
+                detail["reason"] = reason
+            self._audit(conn, actor, "promote", name, version=version, alias=alias, detail=detail)
             self.fault("aliased")
         return entry
 
@@ -501,7 +559,7 @@ class AdapterRegistry:
                     name=name, version=path.name, number=_label_number(path.name),
                     record=json.dumps(record), pushed_at=float(record.get("pushed_at", 0.0)),
                     deleted_at=None, eval_report=_report_json(report),
-                    gate_passed=_gate_flag(report),
+                    gate_passed=_gate_flag(report, self.judge(report, name, path.name)),
                 ))  # fmt: skip
             aliases = _read_json(self.root / name / ALIASES) or {}
             now = self.control.now(conn)
@@ -528,19 +586,10 @@ def _has_live_version(conn: Connection, name: str) -> bool:
     return conn.execute(query.limit(1)).first() is not None
 
 
-def gate_verdict(report: EvalReport | None) -> tuple[bool, str]:
-    """Whether an eval report's gate passed, and a short reason."""
-    if report is None:
-        return False, "it has no eval report"
-    if report.gate is None:
-        return False, "its eval report has no gate verdict"
-    if report.gate.passed:
-        return True, "gate passed"
-    return False, f"its gate failed ({', '.join(report.gate.failed_rules()) or 'see the report'})"
-
-
-def _gate_flag(report: EvalReport | None) -> int | None:
-    return None if report is None else int(gate_verdict(report)[0])
+def _gate_flag(report: EvalReport | None, verdict: PlatformVerdict) -> int | None:
+    """`gate_passed` as stored: the platform's verdict when the report came (read by no
+    decision: promote asks the judge again)."""
+    return None if report is None else int(verdict.passed)
 
 
 def _checked_manifest(source: Path) -> AdapterManifest | None:

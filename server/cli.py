@@ -26,7 +26,7 @@ from engine.model_build import ModelBuildError, resolve_model_dir
 from ragdock.contracts.adapter_manifest import read_adapter_manifest
 from ragdock.redact import MaskingFormatter, mask_credentials
 from ragdock.settings import Settings
-from server.adapters_api.service import AdapterService
+from server.adapters_api.service import AdapterService, actor_id
 from server.app import build_app
 from server.auth import PLATFORM, Principal
 from server.http_limits import server_config
@@ -230,10 +230,11 @@ def _prepare_demo(http: httpx.Client, base_model: str, adapters: AdapterService)
         adapters.push_directory(shipped, DEMO_ADAPTER, None, OPERATOR)
         versions = [v.version for v in registry.versions(DEMO_ADAPTER)]
     if "prod" not in registry.aliases(DEMO_ADAPTER):
-        # Promotion reads the shipped eval report's gate verdict: on every start, say why it
-        # was refused and serve the version by name, as an operator trying a candidate would.
+        # Promotion goes by the platform's verdict on the shipped eval report (unsigned by this
+        # platform's key, so unverified): on every start, say why it was refused and serve the
+        # version by name, as an operator trying a candidate would.
         try:
-            registry.promote(DEMO_ADAPTER, versions[-1], "prod", actor=OPERATOR.name)
+            registry.promote(DEMO_ADAPTER, versions[-1], "prod", actor=actor_id(OPERATOR))
         except PromotionRefusedError as exc:
             console.print(f"[yellow]demo adapter not promoted to prod[/]: {escape(exc.message)}")
     if "prod" in registry.aliases(DEMO_ADAPTER):

@@ -1,8 +1,11 @@
-"""The eval report (`report.json`, written by `ragdock eval`) and the gate verdict inside it, which
-the adapter registry reads before it moves an alias.
+"""The eval report (`report.json`, written by `ragdock eval`), the gate verdict inside it, the
+platform's signature on it, and the verdict the platform itself reaches on it (what the adapter
+registry reads before it moves an alias).
 
 `schema` is the report's version. Everything under `tasks` depends only on the models' outputs
-and the seed; timings live under `run`.
+and the seed; timings live under `run`. The report's own `gate` is what the run's gate said: a
+claim any uploader can write. The registry promotes on a `PlatformVerdict`, which it computes
+from a report signed with the platform's key, against the platform's own gate file.
 """
 
 from __future__ import annotations
@@ -83,6 +86,17 @@ class CandidateRef(Contract):
     version: str
 
 
+class ReportSignature(Contract):
+    """The platform's mark on a report it measured: HMAC-SHA256 with the platform's signing key
+    over the report's canonical content (every field but `gate` and `signature`; see
+    `eval.signing`). The gate is left out because no reader takes a verdict from a report: it
+    is judged again by whoever reads it."""
+
+    alg: Literal["hmac-sha256"] = "hmac-sha256"
+    key_id: str = Field(description="Which key signed: the first 16 hex digits of its sha256.")
+    value: str = Field(description="The HMAC, hex.")
+
+
 class EvalReport(Contract):
     schema_: Literal["ragdock.eval.report/1"] = Field(REPORT_SCHEMA, alias="schema")
     suite: SuiteRef
@@ -94,11 +108,35 @@ class EvalReport(Contract):
     run: dict[str, Any]
     calibration: dict[str, Any] | None = None
     gate: GateVerdict | None = None
+    signature: ReportSignature | None = None
 
     model_config = Contract.model_config | {"populate_by_name": True}
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+class PlatformVerdict(Contract):
+    """What the platform concluded from a version's eval report, computed by the platform (never
+    read from the report):
+
+    - `passed` / `failed`: the report is signed with the platform's key for this very version,
+      and the platform's gate file, applied to its metrics, passed / failed (`gate` holds that
+      verdict, rule by rule);
+    - `unverified`: the report is kept as evidence but the platform did not measure it
+      (unsigned, a signature that does not verify, or measured for another version);
+    - `missing`: the version has no eval report.
+    Only `passed` promotes (short of a platform admin's audited force)."""
+
+    status: Literal["passed", "failed", "unverified", "missing"]
+    reason: str = Field(description="Why, in a clause: `its gate failed (...)`.")
+    gate: GateVerdict | None = Field(
+        None, description="The platform's gate applied to the report (signed reports only)."
+    )
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
 
 
 def parse_eval_report(data: object, *, source: str) -> EvalReport:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, StrictBool, StrictStr
 
 from ragdock.contracts.adapter_manifest import AdapterManifest
-from ragdock.contracts.eval_report import EvalReport
+from ragdock.contracts.eval_report import EvalReport, PlatformVerdict
 from ragdock.contracts.training_history import HistoryPoint
 
 
@@ -21,7 +21,13 @@ class PushFromPath(BaseModel):
 
 class PromoteRequest(BaseModel):
     alias: StrictStr = "prod"
-    force: StrictBool = Field(False, description="Promote without a passing gate (audited).")
+    force: StrictBool = Field(
+        False,
+        description="Promote whatever the platform's verdict (platform scope only; audited).",
+    )
+    reason: StrictStr | None = Field(
+        None, max_length=500, description="Why, recorded in the audit log (say it with force)."
+    )
 
 
 class RollbackRequest(BaseModel):
@@ -36,7 +42,15 @@ class AdapterVersionOut(BaseModel):
     manifest: AdapterManifest | None = Field(
         None, description="The training manifest (current version; older ones are migrated)."
     )
-    eval_report: EvalReport | None = None
+    eval_report: EvalReport | None = Field(
+        None,
+        description="The report as attached: evidence. Its `gate` is what its run (or its "
+        "uploader) claimed; promotion reads `verdict`.",
+    )
+    verdict: PlatformVerdict = Field(
+        description="The platform's verdict on the report: computed from a report signed with "
+        "the platform's key for this version, against the platform's gate file."
+    )
     training_history: list[HistoryPoint] | None = Field(
         default=None,
         description="The training run's loss curve from its metrics.jsonl: records of `step` "

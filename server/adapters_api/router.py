@@ -87,7 +87,7 @@ def attach_eval_report(
 async def promote(
     name: str, version: str, body: PromoteRequest, admin: Admin, service: ServiceDep
 ) -> AliasOut:
-    return await service.promote(name, version, body.alias, body.force, admin)
+    return await service.promote(name, version, body.alias, body.force, admin, body.reason)
 
 
 @router.post("/adapters/{name}/rollback")

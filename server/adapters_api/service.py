@@ -4,7 +4,11 @@ moves, so a version that fails to load never displaces the one serving), and who
 A tenant admin sees its tenant's adapters and the shared ones, and manages its tenant's; an
 adapter it pushes is its tenant's alone. Shared adapters (and those pushed before owners were
 recorded) are managed by platform admins. Another tenant's adapter does not exist for a caller:
-404, never 403, so names do not leak."""
+404, never 403, so names do not leak.
+
+Promotion goes by the platform's verdict (`registry.verdict`), never a report's own claim; only
+a platform admin may force it past that verdict, and the audit log says so. Every record names
+its actor as TENANT/KEY-NAME (`actor_id`): key names are unique within a tenant only."""
 
 from __future__ import annotations
 
@@ -17,12 +21,17 @@ from typing import Any, BinaryIO
 
 from adapters.errors import AdapterConflictError, AdapterNotFoundError, AdapterValidationError
 from adapters.names import check_alias
-from adapters.registry import AdapterRegistry, AdapterVersion, gate_verdict, usable_by
+from adapters.registry import AdapterRegistry, AdapterVersion, usable_by
 from adapters.training_history import read_training_history
 from server.adapters_api.protocol import AdapterOut, AdapterVersionOut, AliasOut
 from server.auth import PLATFORM, Principal, viewer_of
 from server.errors import PermissionDeniedError
 from server.lora_manager import LoraManager
+
+
+def actor_id(who: Principal) -> str:
+    """How the registry's records and audit log name a caller: its tenant and its key's name."""
+    return f"{who.tenant}/{who.name}"
 
 
 class AdapterService:
@@ -77,7 +86,7 @@ class AdapterService:
             _check_manageable(name, who, ownership, has_versions)
 
         pushed = self.registry.push(
-            source, name, version=version, actor=who.name, owner=who.tenant,
+            source, name, version=version, actor=actor_id(who), owner=who.tenant,
             visibility="shared" if who.can(PLATFORM) else "tenant", authorize=authorize,
         )  # fmt: skip
         return self._describe(pushed)
@@ -120,20 +129,41 @@ class AdapterService:
         self, name: str, version: str, report: dict[str, Any], who: Principal
     ) -> AdapterVersionOut:
         self._manageable(name, who)
-        self.registry.attach_eval_report(name, version, report, actor=who.name)
+        self.registry.attach_eval_report(name, version, report, actor=actor_id(who))
         return self.show(name, version, who)
 
     async def promote(
-        self, name: str, version: str, alias: str, force: bool, who: Principal
+        self,
+        name: str,
+        version: str,
+        alias: str,
+        force: bool,
+        who: Principal,
+        reason: str | None = None,
     ) -> AliasOut:
+        """Move `alias` to `version` when the platform's verdict on its report passed, or when
+        a platform admin forces it.
+
+        Raises:
+            PermissionDeniedError: `force` from a key without the platform scope.
+            PromotionRefusedError: the verdict did not pass (ReportNotVerifiedError: the report
+                is not the platform's measurement), unforced.
+        """
         self._manageable(name, who)
         check_alias(alias)
+        if force and not who.can(PLATFORM):
+            raise PermissionDeniedError(
+                "only a platform admin (scope 'platform') may force a promotion past the "
+                "platform's verdict; promote without force, on a report the platform measured",
+                code="missing_scope",
+            )
         target = self.registry.get(name, version)
-        passed, _ = gate_verdict(self.registry.eval_report(target))
-        if passed or force:
+        if force or self.registry.verdict(target).passed:
             # Load first: if the engine refuses it, the alias stays where it was.
             await self._loras.ensure_loaded(target.ref, target.path)
-        entry = self.registry.promote(name, version, alias, actor=who.name, force=force)
+        entry = self.registry.promote(
+            name, version, alias, actor=actor_id(who), force=force, reason=reason
+        )
         return AliasOut(name=name, alias=alias, version=entry["version"], history=entry["history"])
 
     async def rollback(self, name: str, alias: str, who: Principal) -> AliasOut:
@@ -145,13 +175,13 @@ class AdapterService:
             raise AdapterConflictError(f"{name}@{alias} has no earlier version", param="alias")
         previous = self.registry.get(name, entry["history"][-1])
         await self._loras.ensure_loaded(previous.ref, previous.path)
-        moved = self.registry.rollback(name, alias, actor=who.name)
+        moved = self.registry.rollback(name, alias, actor=actor_id(who))
         return AliasOut(name=name, alias=alias, version=moved["version"], history=moved["history"])
 
     async def delete(self, name: str, version: str, who: Principal) -> None:
         self._manageable(name, who)
         target = self.registry.get(name, version)
-        self.registry.delete(name, version, actor=who.name)
+        self.registry.delete(name, version, actor=actor_id(who))
         await self._loras.unload(target.ref)
 
     def _describe(self, version: AdapterVersion) -> AdapterVersionOut:
@@ -162,6 +192,7 @@ class AdapterService:
             record=version.record,
             manifest=self.registry.manifest(version),
             eval_report=self.registry.eval_report(version),
+            verdict=self.registry.verdict(version),
             training_history=read_training_history(version.path),
         )
 

@@ -84,7 +84,7 @@ def test_two_tenants_racing_for_a_new_name_never_share_it(
         # another tenant's, so for it the adapter does not exist.
         loser = "beta" if owner == "acme" else "acme"
         if (
-            any(not pusher.startswith(f"{owner}-") for pusher in pushers.values())
+            any(not pusher.startswith(f"{owner}/{owner}-") for pusher in pushers.values())
             or answers.get(owner) != "v1"
             or answers.get(loser) != "AdapterNotFoundError"
         ):
@@ -104,6 +104,6 @@ def test_a_late_pusher_is_refused_as_before(registry: AdapterRegistry, tmp_path:
     with pytest.raises(PermissionDeniedError):
         service.push_directory(adapter, "common", None, BETA)
     assert service.push_directory(adapter, "common", None, OPS).version == "v2"
-    assert [v.record["pushed_by"] for v in registry.versions("mine")] == ["acme-admin"] * 2
+    assert [v.record["pushed_by"] for v in registry.versions("mine")] == ["acme/acme-admin"] * 2
     assert registry.ownership("mine") == ("acme", "tenant")
     assert registry.ownership("common") == ("ops", "shared")

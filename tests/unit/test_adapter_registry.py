@@ -1,6 +1,6 @@
-"""Registry rules without an engine: names, validation, base match, aliases, gates, audit; on
-both control planes (SQLite and a real PostgreSQL server), with crashes at every step of push and
-promote, and several registry instances racing each other."""
+"""Registry rules without an engine: names, validation, base match, aliases, the platform's
+verdicts, audit; on both control planes (SQLite and a real PostgreSQL server), with crashes at
+every step of push and promote, and several registry instances racing each other."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from adapters.errors import (
     AdapterValidationError,
     InvalidNameError,
     PromotionRefusedError,
+    ReportNotVerifiedError,
 )
 from adapters.names import ModelRef, check_alias, check_name
-from adapters.registry import AdapterRegistry, gate_verdict
+from adapters.registry import AdapterRegistry
 from adapters.validation import AdapterLimits, validate_adapter_dir
-from ragdock.contracts.eval_report import parse_eval_report
 from ragdock.controlplane import ControlPlane, open_control_plane
 from tests import contract_samples as samples
 
@@ -54,9 +54,11 @@ class Crash(BaseException):
 
 
 def open_registry(root: Path, control: ControlPlane | None = None) -> AdapterRegistry:
+    """A registry that judges as the tests' platform does (`samples.JUDGE`)."""
     return AdapterRegistry(
-        root, AdapterLimits(max_rank=16), BASE, control=control, engine_base_name="/m/gemma"
-    )
+        root, AdapterLimits(max_rank=16), BASE, control=control, engine_base_name="/m/gemma",
+        judge=samples.JUDGE,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -142,7 +144,7 @@ def test_promote_rollback_delete_rules(registry: AdapterRegistry, tmp_path: Path
     with pytest.raises(PromotionRefusedError, match="no eval report"):
         registry.promote("x", "v1", "prod", actor="t")
     registry.attach_eval_report("x", "v1", samples.eval_report(True), actor="t")
-    registry.attach_eval_report("x", "v2", samples.eval_report(True), actor="t")
+    registry.attach_eval_report("x", "v2", samples.eval_report(True, version="v2"), actor="t")
     registry.promote("x", "v1", "prod", actor="t")
     registry.promote("x", "v2", "prod", actor="t")
     assert registry.resolve("x", "prod").version == "v2"
@@ -157,13 +159,15 @@ def test_promote_rollback_delete_rules(registry: AdapterRegistry, tmp_path: Path
                        "rollback", "delete"]  # fmt: skip
 
 
-def test_gate_verdicts() -> None:
-    assert gate_verdict(None) == (False, "it has no eval report")
-    assert gate_verdict(parse_eval_report(samples.eval_report(True), source="t"))[0]
-    failed = parse_eval_report(samples.eval_report(False, rule="r1"), source="t")
-    assert gate_verdict(failed) == (False, "its gate failed (r1)")
-    ungated = parse_eval_report(samples.eval_report(None), source="t")
-    assert gate_verdict(ungated) == (False, "its eval report has no gate verdict")
+def test_a_registry_without_a_judge_promotes_nothing_unforced(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "registry", AdapterLimits(max_rank=16), BASE)
+    registry.push(make_adapter(tmp_path / "a"), "x", actor="t")
+    registry.attach_eval_report("x", "v1", samples.eval_report(True), actor="t")
+    assert registry.verdict(registry.get("x", "v1")).status == "unverified"
+    with pytest.raises(ReportNotVerifiedError, match="no platform key"):
+        registry.promote("x", "v1", "prod", actor="t")
+    registry.promote("x", "v1", "prod", actor="t", force=True)
+    assert registry.resolve("x", "prod").version == "v1"
 
 
 @pytest.mark.parametrize("bad", ["../x", "X", "a/b", "", "-lead", "a" * 64])
@@ -191,7 +195,7 @@ def test_labels_are_never_reused_and_rollback_never_lands_on_a_deleted_version(
     for _ in range(3):
         registry.push(adapter, "x", actor="t")
     for version in ("v1", "v2"):
-        registry.attach_eval_report("x", version, samples.eval_report(True), actor="t")
+        registry.attach_eval_report("x", version, samples.eval_report(version=version), actor="t")
     registry.promote("x", "v1", "prod", actor="t")
     registry.promote("x", "v2", "prod", actor="t")
     registry.promote("x", "v1", "canary", actor="t")
@@ -237,7 +241,7 @@ def test_a_crash_at_any_step_of_push_or_promote_leaves_the_registry_consistent(
     registry.attach_eval_report("x", "v1", samples.eval_report(True), actor="t")
     registry.promote("x", "v1", "prod", actor="t")
     registry.push(adapter, "x", actor="t")
-    registry.attach_eval_report("x", "v2", samples.eval_report(True), actor="t")
+    registry.attach_eval_report("x", "v2", samples.eval_report(version="v2"), actor="t")
 
     def crash(at: str) -> None:
         if at == step:
@@ -278,7 +282,8 @@ def test_replicas_racing_promote_delete_and_rollback_never_leave_an_alias_dangli
     replicas = [open_registry(root, plane) for plane in planes]
     for _ in range(4):
         version = replicas[0].push(adapter, "x", actor="seed").version
-        replicas[0].attach_eval_report("x", version, samples.eval_report(True), actor="seed")
+        report = samples.eval_report(version=version)
+        replicas[0].attach_eval_report("x", version, report, actor="seed")
     deadline = time.monotonic() + 6.0
     errors: list[BaseException] = []
     dangling: list[str] = []
@@ -300,9 +305,8 @@ def test_replicas_racing_promote_delete_and_rollback_never_leave_an_alias_dangli
                         registry.rollback("x", rng.choice(["prod", "canary"]), actor=f"r{index}")
                     else:
                         pushed = registry.push(adapter, "x", actor=f"r{index}")
-                        registry.attach_eval_report(
-                            "x", pushed.version, samples.eval_report(True), actor=f"r{index}"
-                        )
+                        report = samples.eval_report(version=pushed.version)
+                        registry.attach_eval_report("x", pushed.version, report, actor=f"r{index}")
                     counts["ok"] += 1
                 except (AdapterConflictError, AdapterNotFoundError, PromotionRefusedError):
                     # A rule refused it (e.g. promoting a version pushed a moment ago, before

@@ -114,15 +114,15 @@ def test_status_shows_only_the_callers_tenant_and_everything_to_a_platform_key(
     recent.outcome("acme", "answered", "cited")
     recent.outcome("beta", "abstained", "retrieval_gate")
     recent.outcome("beta", "abstained", "low_answerability")
-    # Adapters resident in the engine: acme's own, and a shared one (promoting loads them).
+    # Adapters resident in the engine: acme's own, and a shared one (promoting loads them; a
+    # platform key forces them past the gate, which only it may do).
     adapter = make_adapter(tmp_path / "lora")
     files = [("files", (p.name, p.read_bytes())) for p in sorted(adapter.iterdir())]
     for who, name in [("acme-admin", "acme-bot"), ("platform", "shared-bot")]:
-        caller = client(app, who)
-        pushed = caller.post("/v1/adapters/upload", files=files, data={"name": name})
+        pushed = client(app, who).post("/v1/adapters/upload", files=files, data={"name": name})
         assert pushed.status_code == 201, pushed.text
         body = {"alias": "prod", "force": True}
-        promoted = caller.post(f"/v1/adapters/{name}/v1/promote", json=body)
+        promoted = client(app, "platform").post(f"/v1/adapters/{name}/v1/promote", json=body)
         assert promoted.status_code == 200, promoted.text
 
     acme = client(app, "acme-chat").get("/v1/status").json()
