@@ -95,13 +95,17 @@ def show(ref: str, gateway: GatewayOption = "http://127.0.0.1:8000") -> None:
 def promote(
     ref: str,
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "prod",
-    force: Annotated[bool, typer.Option(help="Skip the gate (recorded in the audit log).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Skip the platform's verdict (platform keys only; audited).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the audit log).")] = None,
     gateway: GatewayOption = "http://127.0.0.1:8000",
 ) -> None:
-    """Point ALIAS at NAME@VERSION; refused unless its eval report passed its gate."""
+    """Point ALIAS at NAME@VERSION; refused unless the platform's verdict on its eval report
+    passed (a report `ragdock eval` signed with the platform's key, judged by its gate)."""
     name, version = _split(ref)
-    out = _call(gateway, "POST", f"/adapters/{name}/{version}/promote",
-                json={"alias": alias, "force": force})  # fmt: skip
+    body = {"alias": alias, "force": force, **({"reason": reason} if reason else {})}
+    out = _call(gateway, "POST", f"/adapters/{name}/{version}/promote", json=body)
     console.print(f"[green]{name}@{alias} -> {out['version']}[/] (before: {out['history'][-3:]})")
 
 

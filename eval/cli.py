@@ -3,6 +3,11 @@
 ragdock eval SUITE.yaml [--gate GATE.yaml] [--attach]   (short for `ragdock eval run ...`)
 ragdock eval gate REPORT.json GATE.yaml                  exit 0 = passed, 1 = failed
 ragdock eval retrieval --beir DIR                        retrieval only, in process
+
+`ragdock eval run` is the platform's measurement when it can read the platform's signing key
+(RAGDOCK_SIGNING_KEY_FILE, default DATA_DIR/signing.key, the gateway's): it signs the report it
+writes, and the registry judges a signed report with its own gate. Without the key the report is
+written unsigned: the registry keeps it as evidence, and it cannot promote.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from eval.signing import SigningKey
     from ragdock.contracts.eval_report import EvalReport
 
 app = typer.Typer(help="Evaluate adapters against the base and the previous version; gate them.")
@@ -41,6 +47,11 @@ def run_command(
         None, help="Gateway URL (default: the suite's, or RAGDOCK_GATEWAY_URL)."
     ),
     candidate: str | None = typer.Option(None, help="Override the suite's candidate."),
+    signing_key: Path | None = typer.Option(
+        None,
+        help="The platform's signing key file (default: the gateway's, RAGDOCK_SIGNING_KEY_FILE "
+        "or DATA_DIR/signing.key); the report is written unsigned when it cannot be read.",
+    ),
 ) -> None:
     """Run a suite: every task on the candidate, the base and the previous version."""
     from rich.console import Console
@@ -60,6 +71,7 @@ def run_command(
         suite = suite.model_copy(update={"candidate": candidate})
     url = gateway or os.environ.get("RAGDOCK_GATEWAY_URL") or suite.gateway
     out_dir = out or Path("runs/eval") / suite.name
+    key = _platform_key(signing_key, console)  # said before the run, not after it
     with progress_bar(console) as bar:
 
         def progress(label: str, total: int) -> Callable[[], None]:
@@ -79,6 +91,8 @@ def run_command(
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
     report = build_report(run, suite, suite_path, url)
+    if key is not None:
+        report = key.sign(report)
     write_outputs(report, out_dir)
     write_predictions(run, out_dir)
     console.print(f"report: {out_dir}/report.md (json, predictions.jsonl, PNG charts beside it)")
@@ -97,7 +111,9 @@ def gate_command(
 ) -> None:
     """Check a report against a gate: explains each rule; exit 0 passed, 1 failed.
 
-    The verdict is written into the report (JSON and Markdown), where the registry reads it.
+    The verdict is written into the report (JSON and Markdown); its signature, if any, still
+    holds (it does not cover the gate). The registry reads no report's verdict: it judges a
+    signed report with the platform's own gate.
     """
     from rich.console import Console
 
@@ -112,6 +128,25 @@ def gate_command(
         raise typer.Exit(2) from exc
     passed = _apply_gate(report, gate_path, report_path.parent, console)
     raise typer.Exit(0 if passed else 1)
+
+
+def _platform_key(key_file: Path | None, console: Any) -> SigningKey | None:
+    """The platform's signing key (`key_file`, else the settings' `signing_key_file` or its
+    default); None, said, when it cannot be read: the report is then written unsigned."""
+    from eval.signing import SigningKeyError, read_signing_key
+    from ragdock.settings import Settings
+
+    try:
+        key = read_signing_key(key_file or Settings.load().signing_key_path)
+    except (SigningKeyError, OSError, ValueError) as exc:  # ValueError: the settings' own
+        console.print(
+            f"[yellow]the report will not be signed[/] ({exc}): the registry keeps an unsigned "
+            "report as evidence, and it cannot promote; run where the platform's key is "
+            "readable, or pass --signing-key"
+        )
+        return None
+    console.print(f"the report will be signed with the platform's key {key.key_id}")
+    return key
 
 
 def _apply_gate(report: EvalReport, gate_path: Path, out_dir: Path, console: Any) -> bool:

@@ -99,6 +99,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             for failure in task["failures"][:8]:
                 lines.append(_failure_line(failure))
     lines += render_answerability(report)
+    signature = report.get("signature")
+    lines += [
+        "",
+        f"Signed with the platform's key `{signature['key_id']}`: the registry judges it with "
+        "the platform's own gate."
+        if signature
+        else "Unsigned: the registry keeps it as evidence; it cannot promote.",
+    ]
     if report.get("gate"):
         lines += ["", render_gate_markdown(report["gate"])]
     return "\n".join(lines) + "\n"
