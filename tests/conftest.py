@@ -349,9 +349,13 @@ def engine(
 def gateway(
     engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    """The gateway with an API key configured, in front of the session's engine."""
+    """The gateway with an API key configured, in front of the session's engine; it judges
+    eval reports as the tests' platform (`contract_samples.JUDGE`: its key and gate)."""
+    from tests.contract_samples import platform_env
+
     workdir = tmp_path_factory.mktemp("gateway")
-    env = {"RAGDOCK_API_KEYS": TEST_KEYS_JSON, "RAGDOCK_ADAPTERS_DIR": str(workdir / "adapters")}
+    env = {"RAGDOCK_API_KEYS": TEST_KEYS_JSON, "RAGDOCK_ADAPTERS_DIR": str(workdir / "adapters"),
+           **platform_env(workdir / "platform")}  # fmt: skip
     process = start_gateway(engine.url, workdir / "gateway.log", env)
     yield process
     process.stop()

@@ -23,8 +23,10 @@ from tests.support import CHAT_ONLY_KEY, TEST_API_KEY, GatewayProcess, gateway_m
 
 pytestmark = pytest.mark.e2e
 
-PASSING_REPORT = samples.eval_report(True, rule="test")
-FAILING_REPORT = samples.eval_report(False, rule="hallucination")
+
+def passing(name: str, version: str) -> dict[str, Any]:
+    """A report the platform measured (signed) for name@version, passing the platform's gate."""
+    return samples.eval_report(True, name=name, version=version, rule="test")
 
 
 class Admin:
@@ -60,7 +62,7 @@ class Admin:
     def ready(self, directory: Path, name: str, version: str) -> None:
         """Push with a passing eval report, ready to promote."""
         assert self.push(directory, name, version).status_code == 201
-        assert self.report(name, version, PASSING_REPORT).status_code == 200
+        assert self.report(name, version, passing(name, version)).status_code == 200
 
 
 @pytest.fixture
@@ -150,16 +152,24 @@ def test_promotion_needs_a_passing_gate_and_force_is_audited(
     admin.push(trained_adapters["alpha"], "gated")
     refused = admin.promote("gated", "v1")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "gate_not_passed"
-    admin.report("gated", "v1", FAILING_REPORT)
+    # Its own gate says passed; its metrics (measured by the platform) fail the platform's.
+    admin.report("gated", "v1", samples.eval_report(True, name="gated", measured=False))
     refused = admin.promote("gated", "v1")
-    assert refused.status_code == 409 and "hallucination" in refused.json()["error"]["message"]
+    assert (
+        refused.status_code == 409 and "perplexity_increase" in refused.json()["error"]["message"]
+    )
+    # A report the platform did not measure is evidence only.
+    admin.report("gated", "v1", samples.eval_report(True, name="gated", signed=False))
+    refused = admin.promote("gated", "v1")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "report_not_verified"
     with pytest.raises(openai.NotFoundError):
         ask(client, "gated")
-    assert admin.promote("gated", "v1", force=True).status_code == 200
+    forced = admin.promote("gated", "v1", force=True)  # the test key is a platform key
+    assert forced.status_code == 200
     assert ask(client, "gated") == ALPHA_REPLY
     audit = admin.http.get("/adapters/gated/audit").json()
-    assert [e["action"] for e in audit] == ["push", "eval_report", "promote"]
-    assert audit[-1]["detail"]["forced"] is True and audit[-1]["actor"] == "admin"
+    assert [e["action"] for e in audit] == ["push", "eval_report", "eval_report", "promote"]
+    assert audit[-1]["detail"]["forced"] is True and audit[-1]["actor"] == "default/admin"
 
 
 def test_promote_and_rollback_move_the_alias_and_the_answer(
@@ -291,7 +301,7 @@ def test_invalid_adapters_are_refused_and_serving_goes_on(
     tmp_path: Path,
 ) -> None:
     if admin.push(trained_adapters["alpha"], "steady", "v1").status_code == 201:
-        admin.report("steady", "v1", PASSING_REPORT)
+        admin.report("steady", "v1", passing("steady", "v1"))
         admin.promote("steady", "v1")
     damage, message = INVALID[case]
     bad = _copy(trained_adapters["bravo"], tmp_path / case)

@@ -1,8 +1,10 @@
 """`ragdock eval` end to end on the real engine, gateway, embedder and Qdrant: two real adapters
 trained by `ragdock train` on RAFT data, one that answers from its sources and one built to fail
 (trained to always abstain). The first passes the gate and is promoted; the second is compared
-with the first (now `prod`) and the base, fails, and its promotion is refused. A suite whose
-holdout differs from the one recorded at training time is refused before anything runs."""
+with the first (now `prod`) and the base, fails, and its promotion is refused. `ragdock eval`
+signs its reports with the platform's key, and the gateway judges them with its own gate file
+(here the suite's gate: the platform's). A suite whose holdout differs from the one recorded at
+training time is refused before anything runs."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from engine.launcher import EngineProcess
 from grounding.prompt import DEFAULT_ABSTENTION_MESSAGE
 from ragdock.digest import sha256_file
 from server.relay.framing import event_data
-from tests.support import TEST_API_KEY, GatewayProcess
+from tests.contract_samples import platform_env, platform_files
+from tests.support import TEST_API_KEY, TEST_KEYS_JSON, GatewayProcess, start_gateway
 from tests.training.test_raft import synthetic_squad
 from training.cli import app as train_app
 from training.raft import RaftOptions, build_raft
@@ -46,6 +51,22 @@ GATE = {
         },
     ],
 }
+
+
+@pytest.fixture(scope="module")
+def gated_gateway(
+    engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """A gateway whose own promotion gate is GATE (the session gateway's is the tests' default
+    one), with the tests' platform key that `ragdock_eval` signs with."""
+    workdir = tmp_path_factory.mktemp("eval-gate-gateway")
+    gate = workdir / "promotion-gate.yaml"
+    gate.write_text(yaml.safe_dump(GATE))
+    env = {"RAGDOCK_API_KEYS": TEST_KEYS_JSON, **platform_env(workdir / "platform"),
+           "RAGDOCK_PROMOTION_GATE": str(gate)}  # fmt: skip
+    process = start_gateway(engine.url, workdir / "gateway.log", env)
+    yield process
+    process.stop()
 
 
 def ref(path: Path) -> dict[str, str]:
@@ -168,8 +189,10 @@ def push_adapter(admin: httpx.Client, directory: Path, name: str) -> str:
 def ragdock_eval(
     suite: Path, gateway: GatewayProcess, out: Path
 ) -> subprocess.CompletedProcess[str]:
-    """The real command line: `ragdock eval SUITE.yaml --gate GATE.yaml --attach`."""
-    env = {**os.environ, "RAGDOCK_API_KEY": TEST_API_KEY}
+    """The real command line: `ragdock eval SUITE.yaml --gate GATE.yaml --attach`, run as the
+    tests' platform (it reads the platform's signing key, so its reports are signed)."""
+    key = platform_files(out.parent / "platform")["signing_key_file"]
+    env = {**os.environ, "RAGDOCK_API_KEY": TEST_API_KEY, "RAGDOCK_SIGNING_KEY_FILE": str(key)}
     return subprocess.run(
         [
             sys.executable,
@@ -194,8 +217,9 @@ def ragdock_eval(
 
 
 def test_gate_promotes_the_answering_adapter_and_refuses_the_abstaining_one(
-    workspace: dict[str, Path], gateway: GatewayProcess
+    workspace: dict[str, Path], gated_gateway: GatewayProcess
 ) -> None:
+    gateway = gated_gateway
     admin = admin_client(gateway)
 
     def push(directory: Path) -> str:
@@ -218,6 +242,10 @@ def test_gate_promotes_the_answering_adapter_and_refuses_the_abstaining_one(
         report1["tasks"]["generation"]["metrics"]["base"]
     )
     assert report1["gate"]["passed"] is True
+    assert report1["signature"]["key_id"]
+    assert "will be signed with the platform's key" in run1.stdout
+    shown = admin.get(f"/adapters/{ADAPTER}/{report1['candidate_record']['version']}").json()
+    assert shown["verdict"]["status"] == "passed", shown["verdict"]
     for name in ("report.md", "grounding.png", "predictions.jsonl"):
         assert (out1 / name).stat().st_size > 0, name
     assert "## grounding (grounding)" in (out1 / "report.md").read_text()
