@@ -43,6 +43,10 @@ ENGINE_ENV_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
+    # The engine ragdock starts is one node: without this, vLLM's get_ip() finds its own address
+    # by opening a UDP socket towards 8.8.8.8 (and 2001:4860:4860::8888), a connection attempt
+    # to the outside that the no-egress test (tests/e2e/test_no_egress.py) caught.
+    "VLLM_HOST_IP": "127.0.0.1",
 }
 
 
