@@ -176,9 +176,7 @@ def test_a_touched_file_costs_no_ingest_and_a_document_posted_by_hand_survives(
     (folder / "n2.md").unlink()
     calls: list[int] = []
     original = retriever.ingest
-    monkeypatch.setattr(
-        retriever, "ingest", lambda *a, **k: calls.append(1) or original(*a, **k)
-    )
+    monkeypatch.setattr(retriever, "ingest", lambda *a, **k: calls.append(1) or original(*a, **k))
     assert _sync(worker, source) == "succeeded"
     assert calls == []
     job = _last_job(plane, source)
@@ -236,9 +234,7 @@ def test_a_worker_that_dies_is_replaced_after_its_lease_without_duplicates_or_lo
     assert replacement.run_once() == "succeeded"
     job = _last_job(plane2, source)
     assert job.attempts == 2
-    expected = {
-        f"big/d{i:02}.md" for i in range(14) if i not in (1, 4, 7, 10)
-    }
+    expected = {f"big/d{i:02}.md" for i in range(14) if i not in (1, 4, 7, 10)}
     texts = _texts(second)
     assert set(texts) == expected
     assert all(f"now weighs {i + 100}" in texts[f"big/d{i:02}.md"] for i in range(0, 14, 3))
@@ -297,9 +293,7 @@ def test_cancelling_leaves_the_collection_at_its_last_consistent_state(
     source = _folder_source(plane, folder, "many")
     queue = JobQueue(plane)
     job = queue.enqueue(source.id, TENANT, kind="full", trigger="manual")
-    worker = Worker(
-        retriever, plane, settings, observe=lambda outcome, n: queue.cancel(job.id)
-    )
+    worker = Worker(retriever, plane, settings, observe=lambda outcome, n: queue.cancel(job.id))
     assert worker.run_once() == "cancelled"
     ended = queue.get(job.id)
     assert ended is not None and ended.state == "cancelled"
@@ -409,3 +403,52 @@ def test_what_a_source_may_read_is_confined(docs_root: Path, tmp_path: Path) -> 
         source_url(SqlSpec(url="postgresql://u:pw@db/x", query="SELECT 1"), TENANT, confinement)
     with pytest.raises(ConfinementError, match="outside"):
         source_url(SqlSpec(url="sqlite:////etc/passwd.db", query="SELECT 1"), TENANT, confinement)
+
+
+def test_schedules_queue_one_job_at_a_time_and_sql_passes_go_full_every_nth(
+    stack: tuple[Retriever, ControlPlane, SyncSettings], docs_root: Path
+) -> None:
+    retriever, plane, settings = stack
+    _tickets(docs_root / "s.db")
+    spec = SqlSpec(
+        url=f"sqlite:///{docs_root / 's.db'}", query="SELECT * FROM tickets",
+        title_column="title", text_column="body", full_every=2,
+    )  # fmt: skip
+    source = SourceRegistry(plane).create(
+        tenant=TENANT, name="sched", collection=COLLECTION, spec=spec, interval_s=0.5,
+        created_by="acme:admin",
+    )  # fmt: skip
+    queue = JobQueue(plane)
+    time.sleep(0.6)
+    assert len(queue.schedule_due()) == 1
+    assert queue.schedule_due() == []  # one live job per source
+    kinds = []
+    worker = Worker(retriever, plane, settings)
+    for _ in range(3):
+        assert worker.run_once() == "succeeded"  # run_once schedules first
+        kinds.append(_last_job(plane, source).kind)
+        time.sleep(0.6)
+    assert kinds == ["full", "incremental", "full"]
+    assert _last_job(plane, source).trigger == "schedule"
+
+
+def test_a_tenant_runs_at_most_its_limit_of_jobs_and_a_job_that_keeps_dying_fails(
+    stack: tuple[Retriever, ControlPlane, SyncSettings], docs_root: Path
+) -> None:
+    _, plane, _ = stack
+    queue = JobQueue(plane, lease_s=0.3, per_tenant=1)
+    first, second = (_folder_source(plane, docs_root, f"lim{i}") for i in range(2))
+    queue.enqueue(first.id, TENANT, kind="full", trigger="manual")
+    queue.enqueue(second.id, TENANT, kind="full", trigger="manual")
+    taken = queue.claim("worker-a")
+    assert taken is not None and taken.source_id == first.id
+    assert queue.claim("worker-b") is None  # the tenant's one running job is taken
+    for attempt in range(2, 6):  # its workers keep dying: each claim after the lease passed
+        time.sleep(0.35)
+        again = queue.claim(f"worker-{attempt}")
+        assert again is not None and again.id == taken.id and again.attempts == attempt
+    time.sleep(0.35)
+    other = queue.claim("worker-z")  # the dead job is failed; the other source's job runs
+    assert other is not None and other.source_id == second.id
+    dead = queue.get(taken.id)
+    assert dead is not None and dead.state == "failed" and "stopped 5 times" in (dead.error or "")
