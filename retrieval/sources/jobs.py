@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ragdock.controlplane import ControlPlane
@@ -242,6 +242,14 @@ class JobQueue:
                     self._end(conn, row.id, "failed", now, error=(
                         f"its workers stopped {row.attempts} times without finishing it"
                     ))  # fmt: skip
+                    continue
+                if not self.plane.is_sqlite and not conn.execute(
+                    # Two claims of one tenant's jobs on PostgreSQL lock different rows; this
+                    # lock makes them count its running jobs one after the other (try: no
+                    # waiting, and no deadlock between claims that meet several tenants).
+                    text("SELECT pg_try_advisory_xact_lock(hashtext(:tenant))"),
+                    {"tenant": f"ragdock-jobs:{row.tenant}"},
+                ).scalar_one():
                     continue
                 running = conn.execute(
                     select(func.count()).where(
