@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ragdock.controlplane import ControlPlane
@@ -41,12 +41,22 @@ class DocRecord:
     uri: str
     updated_at: str
     chunk_count: int
+    text_bytes: int = 0  # its text's UTF-8 size: what the stored-bytes quota counts
 
     def info(self) -> DocumentInfo:
         """The public view (no tenant, no internal revision)."""
         return DocumentInfo(
             self.doc_id, self.version, self.chunk_count, self.title, self.uri, self.updated_at
         )
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """What a tenant holds, as the storage quotas count it."""
+
+    collections: int
+    documents: int
+    text_bytes: int
 
 
 @dataclass(frozen=True)
@@ -134,12 +144,7 @@ class Catalog:
             generation = _lock_collection(conn, name)
             if generation is None:
                 return None
-            conn.execute(delete(documents).where(documents.c.generation == generation))
-            conn.execute(delete(revisions).where(revisions.c.generation == generation))
-            conn.execute(
-                delete(collection_members).where(collection_members.c.generation == generation)
-            )
-            conn.execute(delete(collections).where(collections.c.name == name))
+            _drop_rows(conn, name, generation)
         return generation
 
     def names(self, tenant: str | None = None) -> list[str]:
@@ -167,6 +172,68 @@ class Catalog:
             _insert_ignore(conn, collection_members, {
                 "generation": generation, "tenant": tenant,
             }, ["generation", "tenant"])  # fmt: skip
+
+    def drop_if_sole(self, name: str, tenant: str) -> str | None:
+        """Drop the collection (as `drop`) when `tenant` created it and no other tenant uses
+        it: no other member, no other tenant's documents or revisions (a write in progress).
+        Checked and dropped in one transaction, so no other tenant's ingest slips in between.
+
+        Returns:
+            The generation it had, or None when it is not `tenant`'s alone (nothing changed).
+        """
+        with self.plane.write() as conn:
+            generation = _lock_collection(conn, name)
+            if generation is None:
+                return None
+            creator = conn.execute(
+                select(collections.c.created_by).where(collections.c.name == name)
+            ).scalar_one()
+            others = [
+                select(collection_members.c.tenant).where(
+                    collection_members.c.generation == generation,
+                    collection_members.c.tenant != tenant,
+                ),
+                select(documents.c.tenant).where(
+                    documents.c.generation == generation, documents.c.tenant != tenant
+                ),
+                select(revisions.c.tenant).where(
+                    revisions.c.generation == generation, revisions.c.tenant != tenant
+                ),
+            ]
+            if creator != tenant or any(conn.execute(q.limit(1)).first() for q in others):
+                return None
+            _drop_rows(conn, name, generation)
+        return generation
+
+    def usage(self, tenant: str) -> TenantUsage:
+        """What `tenant` holds: the collections it created, its live documents and their
+        text bytes (in every collection)."""
+        with self.plane.read() as conn:
+            created = conn.execute(
+                select(func.count())
+                .select_from(collections)
+                .where(collections.c.created_by == tenant)
+            ).scalar_one()
+            count, size = conn.execute(
+                select(func.count(), func.coalesce(func.sum(documents.c.text_bytes), 0)).where(
+                    documents.c.tenant == tenant
+                )
+            ).one()
+        return TenantUsage(int(created), int(count), int(size))
+
+    def live_sizes(self, generation: str, tenant: str, doc_ids: Sequence[str]) -> dict[str, int]:
+        """The text bytes of those of `doc_ids` that are live (the rest are new)."""
+        if not doc_ids:
+            return {}
+        with self.plane.read() as conn:
+            rows = conn.execute(
+                select(documents.c.doc_id, documents.c.text_bytes).where(
+                    documents.c.generation == generation,
+                    documents.c.tenant == tenant,
+                    documents.c.doc_id.in_(list(doc_ids)),
+                )
+            ).all()
+        return {str(doc_id): int(size) for doc_id, size in rows}
 
     # -- reads -----------------------------------------------------------------------------
     def snapshot(self, name: str) -> Snapshot | None:
@@ -428,6 +495,7 @@ _DOC_COLUMNS = (
     documents.c.uri,
     documents.c.updated_at,
     documents.c.chunk_count,
+    documents.c.text_bytes,
 )
 
 
@@ -447,6 +515,13 @@ def _seen_by(tenant: str) -> Any:
         .exists()
     )
     return (collections.c.created_by == tenant) | member | has_documents
+
+
+def _drop_rows(conn: Connection, name: str, generation: str) -> None:
+    conn.execute(delete(documents).where(documents.c.generation == generation))
+    conn.execute(delete(revisions).where(revisions.c.generation == generation))
+    conn.execute(delete(collection_members).where(collection_members.c.generation == generation))
+    conn.execute(delete(collections).where(collections.c.name == name))
 
 
 def _owned(generation: str, revs: Sequence[str], owner: str) -> tuple[Any, ...]:
@@ -505,7 +580,7 @@ def _import_legacy(conn: Connection, path: Path, generation: str, now: float) ->
     """Copy a pre-control-plane catalog file into `generation`. Its pending revisions become
     retired: that catalog's own recovery deleted them on open, and so will the grace."""
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        docs = db.execute(
+        docs = db.execute(  # no text_bytes there: counted as 0 until written again
             "SELECT tenant, doc_id, version, rev, title, uri, updated_at, chunk_count FROM docs"
         ).fetchall()
         pending = db.execute("SELECT rev, tenant, doc_id FROM pending").fetchall()

@@ -57,6 +57,18 @@ documents = Table(
     Column("uri", Text, nullable=False),
     Column("updated_at", String(40), nullable=False),
     Column("chunk_count", Integer, nullable=False),
+    Column("text_bytes", BigInteger, nullable=False, server_default="0"),  # (0005)
+)
+
+# Requests and tokens charged to a subject (`key:<tenant>/<name>`, `tenant:<tenant>`) in the
+# fixed 60 s window starting at `window_start` (epoch seconds, the database's clock) (0005).
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("subject", String(300), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
 )
 
 # Revisions whose points exist in the vector store but must not be seen: `staged` (a writer
