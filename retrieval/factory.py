@@ -7,6 +7,7 @@ from pathlib import Path
 from ragdock.controlplane import ControlPlane, open_control_plane
 from retrieval.chunking import ChunkingConfig
 from retrieval.dense import Embedder, MiniLMEmbedder
+from retrieval.quotas import StorageQuota
 from retrieval.ranking import FusionConfig
 from retrieval.service import DEFAULT_FUSION, Retriever
 from retrieval.sparse import EdgeBm25Encoder, SparseEncoder
@@ -28,6 +29,7 @@ def open_retriever(
     grace_s: float = 30.0,
     lease_s: float = 60.0,
     names_per_tenant: bool = False,
+    quota: StorageQuota = StorageQuota(),
 ) -> Retriever:
     """The default retriever: embedded Qdrant under `data_dir`, or a Qdrant server by URL.
 
@@ -50,6 +52,7 @@ def open_retriever(
         lease_s: how long a writer's staged work stays its own without a renewal.
         names_per_tenant: a collection a tenant may not list answers to it as one that does
             not exist (the gateway; see `Retriever`).
+        quota: storage limits checked on create and ingest (default: none).
 
     Returns:
         A retriever; call `close()` when done.
@@ -76,4 +79,5 @@ def open_retriever(
         grace_s=grace_s,
         lease_s=lease_s,
         names_per_tenant=names_per_tenant,
+        quota=quota,
     )

@@ -23,6 +23,7 @@ from retrieval.chunking import ChunkingConfig, chunk_document, content_version, 
 from retrieval.dense import Embedder
 from retrieval.extract import extract_text
 from retrieval.freshness import Snapshots
+from retrieval.quotas import StorageQuota, check
 from retrieval.ranking import FusionConfig, RecencyDecay, parse_utc
 from retrieval.sparse import SparseEncoder
 from retrieval.store.base import Hit, Scope, StoredPoint, StoreQuery, VectorStore
@@ -144,6 +145,7 @@ class Retriever:
             first or again, or has documents in them); any other name answers as one that does
             not exist (KeyError), so no tenant learns another's collection names (the gateway).
             Off, every tenant may use every collection (the library, its CLIs and evals).
+        quota: the storage limits checked on create and ingest (default: none).
     """
 
     def __init__(
@@ -163,8 +165,10 @@ class Retriever:
         lease_s: float = 60.0,
         snapshot_ttl_s: float = 0.2,
         names_per_tenant: bool = False,
+        quota: StorageQuota = StorageQuota(),
     ) -> None:
         self.store = store
+        self.quota = quota
         self.embedder = embedder
         self.sparse = sparse
         self.chunking = chunking
@@ -217,9 +221,14 @@ class Retriever:
 
     def create_collection(self, name: str, *, tenant: str | None = None) -> None:
         """Create a collection (idempotent); `tenant` is recorded as its creator, or as one
-        more of its members when another tenant created the name first."""
+        more of its members when another tenant created the name first.
+
+        Raises:
+            QuotaExceededError: a new collection would be over `quota` (nothing is created).
+        """
         check_collection_name(name)
         if not self.store.collection_exists(name):
+            self._check_create(tenant)
             # A catalog without its store collection belongs to one deleted outside ragdock:
             # the new collection must not inherit it.
             self.catalog.drop(name)
@@ -228,6 +237,19 @@ class Retriever:
         if tenant is not None and not self.catalog.visible(name, tenant):
             self.catalog.join(name, tenant)
         self.snapshots.forget(name)
+
+    def _check_create(self, tenant: str | None) -> None:
+        # Counted before the store collection exists: its threads are the cost bounded here.
+        # Replicas creating at the same instant may each pass the check once.
+        quota = self.quota
+        if quota.max_collections:
+            held = len(self.store.list_collections())
+            check("collections in this store", held, 1, quota.max_collections,
+                  "RAGDOCK_MAX_COLLECTIONS")  # fmt: skip
+        if tenant is not None and quota.tenant_max_collections:
+            held = self.catalog.usage(tenant).collections
+            check(f"collections for tenant {tenant}", held, 1, quota.tenant_max_collections,
+                  "RAGDOCK_TENANT_MAX_COLLECTIONS")  # fmt: skip
 
     def list_collections(self, tenant: str | None = None) -> list[str]:
         """Collection names; with `tenant`, only those it created or has documents in."""
@@ -253,6 +275,18 @@ class Retriever:
         finally:
             self.snapshots.forget(name)
         return len(gone)
+
+    def drop_own_collection(self, name: str, tenant: str) -> bool:
+        """Drop a collection whole (as `delete_collection`) when `tenant` created it and no
+        other tenant uses it (see `Catalog.drop_if_sole`).
+
+        Returns:
+            Whether it was dropped (False: nothing changed).
+        """
+        if self.catalog.drop_if_sole(check_collection_name(name), tenant) is None:
+            return False
+        self.delete_collection(name)  # the catalog is gone already: this frees the store's
+        return True
 
     def delete_collection(self, name: str) -> None:
         """Drop a collection with its catalog (the catalog first: from that transaction on, no
@@ -289,10 +323,15 @@ class Retriever:
             KeyError: when the collection does not exist (or is dropped during the ingest).
             ValueError: for an empty tenant or an unsupported content type.
             LeaseLostError: the writer stalled past its lease and its work was collected.
+            QuotaExceededError: the documents would take the tenant over `quota` (nothing is
+                written).
         """
         if not tenant:
             raise ValueError("tenant is required")
         generation = self._tenant_generation(collection, tenant)
+        if self.quota.counts_documents:
+            documents = list(documents)
+            self._check_ingest(generation, tenant, documents)
         self.collect(collection)
         totals = IngestReport()
         now = datetime.now(UTC)
@@ -301,6 +340,16 @@ class Retriever:
             if progress is not None:
                 progress(totals.chunks)
         return totals
+
+    def _check_ingest(self, generation: str, tenant: str, documents: list[Document]) -> None:
+        sizes = {d.doc_id: len(d.text.encode()) for d in documents}  # the last one wins
+        live = self.catalog.live_sizes(generation, tenant, list(sizes))
+        held = self.catalog.usage(tenant)
+        check(f"documents for tenant {tenant}", held.documents, len(set(sizes) - set(live)),
+              self.quota.tenant_max_documents, "RAGDOCK_TENANT_MAX_DOCUMENTS")  # fmt: skip
+        added = sum(sizes.values()) - sum(live.values())
+        check(f"stored bytes for tenant {tenant}", held.text_bytes, added,
+              self.quota.tenant_max_bytes, "RAGDOCK_TENANT_MAX_BYTES")  # fmt: skip
 
     def _groups(
         self, generation: str, tenant: str, documents: Iterable[Document], now: datetime
@@ -364,6 +413,7 @@ class Retriever:
                     doc.uri,
                     chunk_list[0].updated_at if chunk_list else iso_utc(datetime.now(UTC)),
                     len(chunk_list),
+                    len(doc.text.encode()),
                 )
                 for doc_id, (doc, version, chunk_list) in entries.items()
             ]
