@@ -331,6 +331,45 @@ class Settings(BaseSettings):
         "to the engine; the engine still enforces its context length in tokens.",
     )
 
+    # --- quotas (shared by every replica through the control plane; 0: unlimited) ---------
+    key_requests_per_minute: int = Field(
+        0, ge=0, description="Requests per minute per API key, every /v1/ route counted."
+    )
+    key_tokens_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Tokens per minute per API key: each completion charged its worst case "
+        "up front (README, Quotas).",
+    )
+    tenant_requests_per_minute: int = Field(
+        0, ge=0, description="Requests per minute of all a tenant's keys together."
+    )
+    tenant_tokens_per_minute: int = Field(
+        1_000_000, ge=0, description="Tokens per minute of all a tenant's keys together."
+    )
+    quota_platform_exempt: bool = Field(
+        True,
+        description="Platform keys are not charged to any rate budget (the operator's key "
+        "must still work while a tenant is at its limit).",
+    )
+    max_collections: int = Field(
+        200,
+        ge=0,
+        description="Collections in the vector store, all tenants together: each embedded "
+        "collection costs 8 threads and 1 open file while open.",
+    )
+    tenant_max_collections: int = Field(
+        50, ge=0, description="Collections a tenant has created (and not dropped)."
+    )
+    tenant_max_documents: int = Field(
+        100_000, ge=0, description="Live documents of a tenant, in all collections."
+    )
+    tenant_max_bytes: int = Field(
+        2 * 2**30,
+        ge=0,
+        description="Text bytes (UTF-8) of a tenant's live documents, in all collections.",
+    )
+
     # --- connections (the HTTP layer, before any route) -----------------------------------
     max_header_bytes: int = Field(
         32 * 2**10,

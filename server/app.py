@@ -14,6 +14,7 @@ from adapters.registry import AdapterRegistry
 from adapters.validation import AdapterLimits
 from ragdock.controlplane import ControlPlane, open_control_plane
 from ragdock.settings import Settings
+from retrieval.quotas import StorageQuota
 from retrieval.service import Retriever
 from retrieval.sources.confine import Confinement
 from retrieval.sources.sync import SyncSettings
@@ -37,6 +38,7 @@ from server.metrics import GatewayMetrics
 from server.model_catalog import ModelCatalog
 from server.openai_api import router as openai_router
 from server.openai_api.serving import CompletionService
+from server.quotas import RateBudget, RateLimits, RequestBudget
 from server.rag.judge import AnswerJudge
 from server.rag.reading import SourceReader, reader_directory
 from server.rag.service import RagService
@@ -94,6 +96,12 @@ def open_retrieval(settings: Settings, control: ControlPlane) -> Retriever | Non
         qdrant_api_key=api_key,
         qdrant_timeout_s=settings.qdrant_timeout_s,
         names_per_tenant=True,  # a collection a tenant may not see is no name to it
+        quota=StorageQuota(
+            max_collections=settings.max_collections,
+            tenant_max_collections=settings.tenant_max_collections,
+            tenant_max_documents=settings.tenant_max_documents,
+            tenant_max_bytes=settings.tenant_max_bytes,
+        ),
         embedder=MiniLMEmbedder(dtype=settings.embedder_dtype, dtype_cache=settings.home),
     )
 
@@ -219,6 +227,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.state.metrics = metrics
     app.state.loras = loras
     judge = AnswerJudge(engine_client, catalog, metrics, settings.abstention_message)
+    budget = RateBudget(control, RateLimits.from_settings(settings), metrics)
     app.state.completion_service = CompletionService(
         engine_client,
         catalog,
@@ -226,6 +235,8 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         metrics,
         GroundingStep(rag, judge, metrics, reader),
         max_prompt_chars=settings.max_prompt_chars,
+        budget=budget,
+        max_model_len=settings.engine_max_model_len,
     )
     app.state.rag_service = rag
     app.state.reader = reader
@@ -242,7 +253,9 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.state.adapter_service = AdapterService(registry, loras, settings.adapter_max_upload_bytes)
 
     # Added last, runs first: the door (who is calling, before any body byte), then admission
-    # (slots and body limits, for authenticated callers only).
+    # (slots and body limits, for authenticated callers only), then the rate budgets (admitted
+    # requests only; completions charge theirs with their tokens in the route).
+    app.add_middleware(RequestBudget, budget=budget)
     app.add_middleware(
         AdmissionControl, limits=AdmissionLimits.from_settings(settings), metrics=metrics
     )

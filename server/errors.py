@@ -192,3 +192,19 @@ class ConflictError(GatewayError):
 
     status_code = 409
     error_type = "invalid_request_error"
+
+
+class TokenRateLimitError(RateLimitError):
+    """A key's or tenant's tokens-per-minute budget is spent (OpenAI's type `tokens`)."""
+
+    error_type = "tokens"
+
+
+class InsufficientQuotaError(GatewayError):
+    """A storage quota (collections, documents, stored bytes) would be exceeded: OpenAI's 429
+    `insufficient_quota`, which the openai SDK raises as `RateLimitError`. No `Retry-After`:
+    waiting frees nothing; dropping collections or documents does."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"

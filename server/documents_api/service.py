@@ -13,6 +13,7 @@ import numpy as np
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from retrieval.quotas import QuotaExceededError
 from retrieval.service import Retriever
 from retrieval.types import Document, DocumentInfo
 from retrieval.untrusted import (
@@ -36,6 +37,7 @@ from server.documents_api.protocol import (
     IngestResult,
 )
 from server.errors import (
+    InsufficientQuotaError,
     InvalidRequestError,
     ModelNotFoundError,
     NotFoundError,
@@ -83,6 +85,7 @@ class DocumentService:
         Raises:
             NotFoundError: the collection does not exist.
             InvalidRequestError: the retriever refused the input (names, content types).
+            InsufficientQuotaError: a storage quota would be exceeded (429, nothing done).
             RetrievalUnavailableError: the vector store or the catalog failed: a 503 the client
                 may retry, never a 500 or a silently partial answer.
         """
@@ -90,6 +93,8 @@ class DocumentService:
             return await run_in_threadpool(call)
         except KeyError:
             raise _no_collection(collection) from None
+        except QuotaExceededError as exc:
+            raise InsufficientQuotaError(f"Quota exceeded: {exc}") from exc
         except ValueError as exc:
             raise InvalidRequestError(str(exc), param=param) from exc
         except Exception as exc:
@@ -112,15 +117,19 @@ class DocumentService:
         return await self._store("", lambda: self.retriever.list_collections(tenant))
 
     async def delete_collection(self, name: str, principal: Principal) -> None:
-        """A platform admin drops the collection for everyone; a tenant admin removes its own
-        tenant's documents from it, and other tenants' documents stay."""
+        """A platform admin drops the collection for everyone. A tenant admin drops it whole
+        when its tenant created it and no other tenant uses it (the store's collection and its
+        threads are freed); otherwise it removes its own tenant's documents, and other
+        tenants' documents stay."""
         if name not in await self.list_collections(
             None if principal.can(PLATFORM) else principal.tenant
         ):
             raise _no_collection(name)
         if principal.can(PLATFORM):
             await self._store(name, lambda: self.retriever.delete_collection(name))
-        else:
+        elif not await self._store(
+            name, lambda: self.retriever.drop_own_collection(name, principal.tenant)
+        ):
             await self._store(
                 name, lambda: self.retriever.delete_tenant_documents(name, principal.tenant)
             )

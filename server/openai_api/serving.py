@@ -22,6 +22,7 @@ from server.metrics import GatewayMetrics, RequestMeter
 from server.model_catalog import ModelCatalog, ResolvedModel
 from server.openai_api.guard import PromptGuard
 from server.openai_api.protocol import ChatCompletionRequest, CompletionRequest
+from server.quotas import RateBudget, completion_cost
 from server.rag.step import GroundedChat, GroundingStep
 from server.relay.engine_call import EngineCall, engine_error_response
 from server.relay.stream import client_stream_response
@@ -40,6 +41,8 @@ class CompletionService:
         grounding: GroundingStep,
         *,
         max_prompt_chars: int | None = None,
+        budget: RateBudget | None = None,
+        max_model_len: int = 2048,
     ) -> None:
         """
         Args:
@@ -49,6 +52,8 @@ class CompletionService:
             metrics: the gateway's metrics.
             grounding: the RAG step of chat requests.
             max_prompt_chars: the most prompt characters a request may carry (None: no limit).
+            budget: the per-key and per-tenant rate budgets each request is charged to.
+            max_model_len: the engine's context: a completion without max_tokens may fill it.
         """
         self._engine = engine
         self._catalog = catalog
@@ -56,9 +61,21 @@ class CompletionService:
         self._metrics = metrics
         self._grounding = grounding
         self._guard = PromptGuard(max_prompt_chars, metrics)
+        self._budget = budget
+        self._max_model_len = max_model_len
+
+    async def _admit(
+        self, request: ChatCompletionRequest | CompletionRequest, principal: Principal
+    ) -> None:
+        """Guard the prompt's size, then charge the request's worst-case tokens (429 past a
+        budget), before any retrieval or engine work."""
+        self._guard.check(request, principal)
+        if self._budget is not None:
+            cost = completion_cost(request, self._max_model_len)
+            await self._budget.acharge(principal, tokens=cost)
 
     async def chat(self, request: ChatCompletionRequest, principal: Principal) -> Response:
-        self._guard.check(request, principal)
+        await self._admit(request, principal)
         started = time.perf_counter()
         grounded = await self._grounding.prepare(request, principal)
         if isinstance(grounded, Response):
@@ -71,7 +88,7 @@ class CompletionService:
         return await self._forward("chat", CHAT_PATH, request, principal, grounded)
 
     async def complete(self, request: CompletionRequest, principal: Principal) -> Response:
-        self._guard.check(request, principal)
+        await self._admit(request, principal)
         return await self._forward("completions", COMPLETIONS_PATH, request, principal, None)
 
     async def _forward(
