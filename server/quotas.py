@@ -95,7 +95,9 @@ class RateBudget:
             or limits.tenant_tokens
         )  # fmt: skip
 
-    def _subjects(self, principal: Principal) -> list[_Subject]:
+    def _subjects(self, principal: Principal, tokens: int) -> list[_Subject]:
+        """The rows this request is charged to: none for an exempt key, and only those with a
+        limit it can pass (a request of no tokens under token limits alone writes nothing)."""
         if not self.active or (self.limits.platform_exempt and principal.can(PLATFORM)):
             return []
         limits = self.limits
@@ -106,7 +108,7 @@ class RateBudget:
             _Subject(f"tenant:{principal.tenant}", f"tenant {principal.tenant}",
                      limits.tenant_requests, limits.tenant_tokens, "TENANT"),
         ]  # fmt: skip
-        return [s for s in subjects if s.requests or s.tokens]
+        return [s for s in subjects if s.requests or (tokens and s.tokens)]
 
     def charge(self, principal: Principal, *, tokens: int = 0) -> None:
         """Charge one request of `tokens` to the caller's key and tenant (blocking).
@@ -115,7 +117,7 @@ class RateBudget:
             RateLimitError: a requests-per-minute limit would be passed (type `requests`).
             TokenRateLimitError: a tokens-per-minute limit would be passed (type `tokens`).
         """
-        subjects = self._subjects(principal)
+        subjects = self._subjects(principal, tokens)
         if not subjects:
             return
         with self._control.write() as conn:
@@ -150,7 +152,7 @@ class RateBudget:
 
     async def acharge(self, principal: Principal, *, tokens: int = 0) -> None:
         """`charge`, off the event loop; nothing at all when no limit applies."""
-        if not self._subjects(principal):
+        if not self._subjects(principal, tokens):
             return
         try:
             await run_in_threadpool(lambda: self.charge(principal, tokens=tokens))

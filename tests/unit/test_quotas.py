@@ -161,18 +161,39 @@ def test_chat_cost_counts_every_message_and_max_completion_tokens() -> None:
     assert completion_cost(request, MAX_MODEL_LEN) == (20 + 4 * 50) * 2
 
 
+def rate_rows(url: str) -> int:
+    from sqlalchemy import create_engine, func, select
+
+    from ragdock.controlplane.schema import rate_windows
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        count = int(conn.execute(select(func.count()).select_from(rate_windows)).scalar_one())
+    engine.dispose()
+    return count
+
+
 def test_no_limit_writes_nothing(tmp_path: Path, apps: list[FastAPI]) -> None:
     url = sqlite_url(tmp_path / "control.sqlite")
     apps.append(replica(tmp_path / "a", url, tenant_tokens_per_minute=0))
     client = gateway_client(apps[0], ACME_APP)
     assert client.post("/v1/chat/completions", json=chat(10)).status_code == 503
+    assert client.get("/v1/models").status_code == 200
     assert not apps[0].state.completion_service._budget.active
-    from sqlalchemy import create_engine, func, select
+    assert rate_rows(url) == 0
 
-    from ragdock.controlplane.schema import rate_windows
 
-    with create_engine(url).connect() as conn:
-        assert conn.execute(select(func.count()).select_from(rate_windows)).scalar_one() == 0
+def test_token_limits_alone_leave_other_routes_unwritten(
+    tmp_path: Path, apps: list[FastAPI]
+) -> None:
+    url = sqlite_url(tmp_path / "control.sqlite")
+    apps.append(replica(tmp_path / "a", url))  # the default: tenant tokens per minute only
+    client = gateway_client(apps[0], ACME_APP)
+    assert client.get("/v1/models").status_code == 200
+    assert client.get("/v1/collections").status_code == 200
+    assert rate_rows(url) == 0
+    assert client.post("/v1/chat/completions", json=chat(10)).status_code == 503
+    assert rate_rows(url) == 1  # the tenant's row, charged by the completion
 
 
 # -- storage quotas ------------------------------------------------------------------------------
