@@ -64,6 +64,14 @@ def layout(tmp_path: Path) -> Iterator[tuple[Path, Path, ControlPlane]]:
     plane.close()
 
 
+@pytest.fixture
+def workers(layout: tuple[Path, Path, ControlPlane], tmp_path: Path) -> Iterator[Workers]:
+    data_dir, folder, _ = layout
+    started = Workers(data_dir, folder.parent.parent, tmp_path)
+    yield started
+    started.close()
+
+
 def _worker_env(data_dir: Path, share: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -80,21 +88,28 @@ def _worker_env(data_dir: Path, share: Path) -> dict[str, str]:
 
 
 class Workers:
-    """Starts `ragdock worker` processes over one data dir, each logging to a file of its own."""
+    """Starts `ragdock worker` processes over one data dir, each logging to a file of its own.
+    Each start costs a cold start (imports, then the embedder at the first batch): ~10-60 s."""
 
     def __init__(self, data_dir: Path, share: Path, logs: Path) -> None:
         self.env, self.logs = _worker_env(data_dir, share), logs
-        self.started = 0
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-        self.started += 1
-        log = self.logs / f"worker-{self.started}.log"
+        log = self.logs / f"worker-{len(self.procs) + 1}.log"
         with log.open("wb") as handle:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ragdock_cli", "worker", *args],
                 stdout=handle, stderr=subprocess.STDOUT, env=self.env,
             )  # fmt: skip
+        self.procs.append(proc)
         return proc, log
+
+    def close(self) -> None:
+        for proc in self.procs:  # a failed test leaves no worker behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def _kill_when(
@@ -139,11 +154,20 @@ def _wait_lease(plane: ControlPlane, queue: JobQueue, job_id: str) -> None:
         time.sleep(0.1)
 
 
-def _run_to_end(workers: Workers, queue: JobQueue, job_id: str) -> JobRecord:
-    proc, log = workers.start("--once")
-    assert proc.wait(timeout=300) == 0, log.read_text()
-    job = queue.get(job_id)
-    assert job is not None
+def _wait_done(
+    proc: subprocess.Popen[bytes], log: Path, queue: JobQueue, job_id: str, timeout_s: float = 300
+) -> JobRecord:
+    """The job once `proc` has ended it, which must be a success."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = proc.poll()  # before the read: a worker that ended the job and exited is fine
+        job = queue.get(job_id)
+        assert job is not None
+        if job.state not in ("queued", "running"):
+            break
+        assert code is None, f"the worker exited ({code}), the job {job.state}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"the job did not end in {timeout_s} s: {job.progress}"
+        time.sleep(0.05)
     assert job.state == "succeeded", (job.state, job.error, log.read_text())
     return job
 
@@ -192,10 +216,9 @@ def _check_collection(data_dir: Path, folder: Path, edited: dict[int, int]) -> N
 
 @pytest.mark.timeout(900)
 def test_kill_9_of_workers_mid_job_ends_in_the_folder_without_duplicates(
-    layout: tuple[Path, Path, ControlPlane], tmp_path: Path
+    layout: tuple[Path, Path, ControlPlane], workers: Workers
 ) -> None:
     data_dir, folder, plane = layout
-    workers = Workers(data_dir, folder.parent.parent, tmp_path)
     queue = JobQueue(plane, lease_s=LEASE_S)
     source = _source(plane, folder)
 
@@ -209,7 +232,8 @@ def test_kill_9_of_workers_mid_job_ends_in_the_folder_without_duplicates(
     left = _kill_when(second, second_log, queue, job.id, lambda j: j.progress.seen >= 36)
     assert left.attempts == 2 and left.progress.seen < FILES
     _wait_lease(plane, queue, job.id)
-    done = _run_to_end(workers, queue, job.id)
+    third, third_log = workers.start()  # stays up: it also takes the second sync's job
+    done = _wait_done(third, third_log, queue, job.id)
     assert done.attempts == 3
     p = done.progress
     # Each file counted once over the three attempts (counts commit with the work they count).
@@ -225,7 +249,6 @@ def test_kill_9_of_workers_mid_job_ends_in_the_folder_without_duplicates(
     for i in DELETED:
         (folder / f"p{i:02}.md").unlink()
     job = queue.enqueue(source.id, TENANT, kind="full", trigger="manual")
-    third, third_log = workers.start()
     left = _kill_when(third, third_log, queue, job.id, lambda j: j.state == "running")
     assert left.attempts == 1
     _wait_lease(plane, queue, job.id)
@@ -233,7 +256,9 @@ def test_kill_9_of_workers_mid_job_ends_in_the_folder_without_duplicates(
     left = _kill_when(fourth, fourth_log, queue, job.id, lambda j: j.progress.deleted >= BATCH)
     assert left.attempts == 2 and left.progress.deleted < len(DELETED)
     _wait_lease(plane, queue, job.id)
-    done = _run_to_end(workers, queue, job.id)
+    fifth, fifth_log = workers.start("--once")
+    assert fifth.wait(timeout=300) == 0, fifth_log.read_text()
+    done = _wait_done(fifth, fifth_log, queue, job.id)
     assert done.attempts == 3
     p = done.progress
     kept = FILES - len(DELETED)
@@ -244,33 +269,26 @@ def test_kill_9_of_workers_mid_job_ends_in_the_folder_without_duplicates(
 
 
 def test_a_second_worker_over_the_same_store_is_refused_not_let_in(
-    layout: tuple[Path, Path, ControlPlane], tmp_path: Path
+    layout: tuple[Path, Path, ControlPlane], workers: Workers
 ) -> None:
     data_dir, folder, plane = layout
-    workers = Workers(data_dir, folder.parent.parent, tmp_path)
     queue = JobQueue(plane, lease_s=LEASE_S)
     job = queue.enqueue(_source(plane, folder).id, TENANT, kind="full", trigger="manual")
     holder, holder_log = workers.start()
-    try:
-        deadline = time.monotonic() + 120
-        while (found := queue.get(job.id)) is not None and found.progress.seen < BATCH:
-            assert holder.poll() is None, holder_log.read_text()
-            assert time.monotonic() < deadline, "the first worker did not start the job"
-            time.sleep(0.01)
-        rival, rival_log = workers.start("--once")
-        assert rival.wait(timeout=120) != 0
-        said = " ".join(rival_log.read_text().split())  # the console wraps long lines
-        assert "is in use by another process" in said, said
-        assert f"pid {holder.pid}" in said
-    finally:
-        holder.send_signal(signal.SIGTERM)  # stops after its batch, leaves the job to resume
-        holder.wait(timeout=60)
-    assert holder.returncode == 0, holder_log.read_text()
-    left = queue.get(job.id)
-    assert left is not None and left.attempts == 1  # the rival never claimed it
-    # The job is intact: a worker started now (the store is free again) finishes it.
-    if left.state == "running":
-        _wait_lease(plane, queue, job.id)
-    done = _run_to_end(workers, queue, job.id)
-    assert done.progress.added == FILES and done.progress.seen == FILES
+    deadline = time.monotonic() + 120
+    while (found := queue.get(job.id)) is not None and found.state == "queued":
+        assert holder.poll() is None, holder_log.read_text()
+        assert time.monotonic() < deadline, "the first worker did not claim the job"
+        time.sleep(0.01)
+    rival, rival_log = workers.start("--once")
+    assert rival.wait(timeout=120) != 0
+    said = " ".join(rival_log.read_text().split())  # the console wraps long lines
+    assert "is in use by another process" in said, said
+    assert f"pid {holder.pid}" in said
+    # Nothing of the rival's reached the job or the store: the holder finishes it alone.
+    done = _wait_done(holder, holder_log, queue, job.id)
+    assert done.attempts == 1 and done.owner is None
+    assert (done.progress.seen, done.progress.added, done.progress.failed) == (FILES, FILES, 0)
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(timeout=60) == 0, holder_log.read_text()
     _check_collection(data_dir, folder, {})
