@@ -296,3 +296,34 @@ def test_a_tenant_admin_only_leaves_a_collection_another_tenant_uses(
     assert "shared" in retriever.store.list_collections()
     assert [d["id"] for d in beta.get("/v1/collections/shared/documents").json()["data"]] == ["b"]
     assert loader.get("/v1/collections/shared/documents").status_code == 404  # acme left it
+
+
+def test_concurrent_charges_on_two_replicas_admit_exactly_the_limit(control_plane_url: str) -> None:
+    """The increment is atomic: 2 replicas x 8 threads racing for 50 requests get 50, no more
+    (no lost update, no double count), and the rest are refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragdock.controlplane import open_control_plane
+    from server.auth import Principal
+    from server.errors import RateLimitError
+    from server.quotas import RateBudget, RateLimits
+
+    planes = [open_control_plane(control_plane_url, Path("/nonexistent")) for _ in range(2)]
+    budgets = [RateBudget(plane, RateLimits(tenant_requests=50)) for plane in planes]
+    callers = [Principal(f"app-{i}", "acme", frozenset({"chat"})) for i in range(2)]
+    fresh_window()
+
+    def attempt(i: int) -> bool:
+        try:
+            budgets[i % 2].charge(callers[i % 2], tokens=1)
+        except RateLimitError:
+            return False
+        return True
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            admitted = list(pool.map(attempt, range(80)))
+    finally:
+        for plane in planes:
+            plane.close()
+    assert sum(admitted) == 50
