@@ -4,10 +4,11 @@ import { api, ApiError, apiKey, setApiKey } from "./api.js";
 import { announce, clear, errorBox, h } from "./dom.js";
 import * as chat from "./chat.js";
 import * as documents from "./documents.js";
+import * as sources from "./sources.js";
 import * as adapters from "./adapters.js";
 import * as health from "./health.js";
 
-const PAGES = { chat, documents, adapters, health };
+const PAGES = { chat, documents, sources, adapters, health };
 const main = document.getElementById("main");
 let session = null; // { principal, can(scope) }
 let leavePage = null; // the current page's cleanup (timers, streams)
