@@ -195,8 +195,10 @@ class SqlReader:
     def items(self, since: object = None) -> Iterator[SourceItem]:
         try:
             with self._engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=500).execute(
-                    self._select(since)
+                # The statement's options, not the connection's: with those, the begin
+                # event's SET TRANSACTION ran as a server-side cursor (a syntax error).
+                result = conn.execute(
+                    self._select(since).execution_options(stream_results=True, yield_per=500)
                 )
                 for row in result.mappings():
                     yield self._item(dict(row))
