@@ -350,11 +350,15 @@ def gateway(
     engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     """The gateway with an API key configured, in front of the session's engine; it judges
-    eval reports as the tests' platform (`contract_samples.JUDGE`: its key and gate)."""
+    eval reports as the tests' platform (`contract_samples.JUDGE`: its key and gate). A tenant's
+    folder sources may lie under `sources/<tenant>/` beside its log, its secret files under
+    `secrets/<tenant>/` (tests/e2e/test_sources.py writes them there)."""
     from tests.contract_samples import platform_env
 
     workdir = tmp_path_factory.mktemp("gateway")
     env = {"RAGDOCK_API_KEYS": TEST_KEYS_JSON, "RAGDOCK_ADAPTERS_DIR": str(workdir / "adapters"),
+           "RAGDOCK_SOURCE_ROOTS": str(workdir / "sources" / "{tenant}"),
+           "RAGDOCK_SOURCE_SECRETS_DIR": str(workdir / "secrets"),
            **platform_env(workdir / "platform")}  # fmt: skip
     process = start_gateway(engine.url, workdir / "gateway.log", env)
     yield process
