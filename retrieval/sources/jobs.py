@@ -243,13 +243,16 @@ class JobQueue:
                         f"its workers stopped {row.attempts} times without finishing it"
                     ))  # fmt: skip
                     continue
-                if not self.plane.is_sqlite and not conn.execute(
-                    # Two claims of one tenant's jobs on PostgreSQL lock different rows; this
-                    # lock makes them count its running jobs one after the other (try: no
-                    # waiting, and no deadlock between claims that meet several tenants).
-                    text("SELECT pg_try_advisory_xact_lock(hashtext(:tenant))"),
-                    {"tenant": f"ragdock-jobs:{row.tenant}"},
-                ).scalar_one():
+                if (
+                    not self.plane.is_sqlite
+                    and not conn.execute(
+                        # Two claims of one tenant's jobs on PostgreSQL lock different rows; this
+                        # lock makes them count its running jobs one after the other (try: no
+                        # waiting, and no deadlock between claims that meet several tenants).
+                        text("SELECT pg_try_advisory_xact_lock(hashtext(:tenant))"),
+                        {"tenant": f"ragdock-jobs:{row.tenant}"},
+                    ).scalar_one()
+                ):
                     continue
                 running = conn.execute(
                     select(func.count()).where(

@@ -200,7 +200,9 @@ def test_promoting_an_adapter_whose_gate_failed_is_refused_with_the_failing_rule
 ) -> None:
     console.sign_in(TEST_API_KEY)
     console.open(f"adapters/{FAILED}/{stack['failed_version']}")
-    assert console.find("#gate-status").text == "failed"
+    # Its shipped report is unsigned: the platform has not measured it, whatever it claims.
+    assert console.find("#gate-status").text == "unverified"
+    assert "claimed by the report" in console.find("#gate").text
     assert "grounding.false_abstention <= 0.33" in console.find("#gate").text
     console.find("#promote-button").click()
     refusal = console.wait_text("#promote-result [role=alert]", "cannot be promoted")
@@ -223,6 +225,7 @@ def test_promoting_an_adapter_that_passed_moves_v1_models(
     console.sign_in(TEST_API_KEY)
     console.open(f"adapters/{PASSING}/{passing_adapter['version']}")
     assert console.find("#gate-status").text == "passed"
+    assert "forgetting.perplexity_increase" in console.find("#platform-gate").text
     assert console.all("section[aria-label=Manifest] svg.chart"), "the loss curve is drawn"
     console.find("#promote-button").click()
     console.wait_text("#promote-result", f"Promoted: {PASSING}:prod → {passing_adapter['version']}")

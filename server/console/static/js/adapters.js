@@ -59,11 +59,16 @@ async function showVersion(section, name, version, reload) {
   ]);
   clear(section).append(h("h2", { id: "version-title", tabindex: -1 }, `${name}@${version}`));
   const report = v.eval_report;
-  const gate = report && report.gate;
-  section.append(h("p", {}, "Request it as model ", h("code", {}, v.model), ". Gate: ",
-    gate ? h("span", { class: `badge ${gate.passed ? "ok" : "bad"}`, id: "gate-status" },
-      gate.passed ? "passed" : "failed")
-      : h("span", { class: "badge warn", id: "gate-status" }, "no eval report")));
+  // The platform's verdict decides promotion; a report's own `gate` is only what its uploader
+  // claimed, shown as such (an unsigned report may say anything).
+  const verdict = v.verdict || { status: report ? "unverified" : "missing", reason: "" };
+  const gate = verdict.gate || (report && report.gate);
+  const badge = { passed: "ok", failed: "bad", unverified: "warn", missing: "warn" }[verdict.status];
+  section.append(h("p", {}, "Request it as model ", h("code", {}, v.model), ". Platform verdict: ",
+    h("span", { class: `badge ${badge}`, id: "gate-status", title: verdict.reason },
+      verdict.status === "missing" ? "no eval report" : verdict.status),
+    verdict.reason ? h("span", { class: "muted", id: "verdict-reason" }, ` (${verdict.reason})`) : null));
+  if (verdict.gate) section.append(gateView(verdict.gate, "the platform's", "platform-gate"));
   section.append(promotion(name, version, summary.aliases, gate, reload));
   section.append(h("h3", {}, "Registry record"), facts([
     ["pushed at", new Date(v.record.pushed_at * 1000).toISOString()], ["pushed by", v.record.pushed_by],
@@ -117,7 +122,8 @@ function promotion(name, version, aliases, gate, reload) {
       } catch (err) { result.append(errorBox(err)); }
     } }, `Roll back ${a} (now ${current})`));
   return h("div", { class: "panel" }, h("h3", {}, "Promotion"),
-    h("p", { class: "muted" }, "The registry promotes only a version whose eval report passed its gate."),
+    h("p", { class: "muted" }, "The registry promotes only a version the platform's verdict passed: a report "
+      + "signed by the platform's key, judged by the platform's own gate."),
     form, rollbacks.length ? h("div", { class: "toolbar" }, rollbacks) : null, result);
 }
 
@@ -158,7 +164,7 @@ function reportView(report) {
   section.append(table("Models compared", ["role", "model"],
     ROLE_ORDER.slice(0, 3).map((role) => [role, models[role] || "(none)"])));
   if (report.holdout) section.append(h("p", {}, `Frozen holdout ${report.holdout.path}: ${report.holdout.status}.`));
-  if (report.gate) section.append(gateView(report.gate));
+  if (report.gate) section.append(gateView(report.gate, "claimed by the report"));
   for (const [taskName, task] of Object.entries(report.tasks || {})) {
     const roles = ROLE_ORDER.filter((r) => (task.metrics || {})[r]);
     const metricNames = [...new Set(roles.flatMap((r) => Object.keys(task.metrics[r])))].sort();
@@ -192,9 +198,9 @@ function reportView(report) {
   return section;
 }
 
-function gateView(gate) {
-  return h("div", { id: "gate" },
-    h("h4", {}, `Gate ${gate.name}: `, h("span", { class: `badge ${gate.passed ? "ok" : "bad"}` }, gate.passed ? "PASSED" : "FAILED")),
+function gateView(gate, whose, id = "gate") {
+  return h("div", { id },
+    h("h4", {}, `Gate ${gate.name} (${whose}): `, h("span", { class: `badge ${gate.passed ? "ok" : "bad"}` }, gate.passed ? "PASSED" : "FAILED")),
     table(null, ["rule", "observed", "verdict", "why"], gate.verdicts.map((x) => [h("code", {}, x.rule), x.observed,
       h("span", { class: x.passed ? "ok" : "bad" }, x.passed ? "pass" : "FAIL"), x.why])));
 }
