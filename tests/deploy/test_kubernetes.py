@@ -158,12 +158,14 @@ def test_secrets_are_generated_only_in_dev(overlay: tuple[str, list[Manifest]]) 
             "RAGDOCK_METRICS_TOKEN",
         )
     ]
+    (signing,) = _signing_key_volumes(_one(docs, "Deployment", "gateway"))
+    refs.append({"name": signing["secret"]["secretName"], "key": SIGNING_KEY})
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
     if name == "prod":
         assert secrets == {}  # created by the operator, never committed
         assert [r["name"] for r in refs] == [
             "ragdock-api-keys", "ragdock-database", "ragdock-backends", "ragdock-backends",
-            "ragdock-metrics",
+            "ragdock-metrics", "ragdock-signing-key",
         ]  # fmt: skip
     else:
         assert set(secrets) == {r["name"] for r in refs}
@@ -174,6 +176,63 @@ def test_secrets_are_generated_only_in_dev(overlay: tuple[str, list[Manifest]]) 
 
 def _decoded(secret: Manifest) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+# The platform's signing key: one Secret every gateway pod mounts (eval/signing.py).
+SIGNING_SECRET, SIGNING_KEY = "ragdock-signing-key", "signing.key"
+GATEWAY_UID = 10001  # USER in deploy/Dockerfile, runAsUser/fsGroup in gateway.yaml
+
+
+def _signing_key_volumes(workload: Manifest) -> list[Manifest]:
+    volumes = workload["spec"]["template"]["spec"].get("volumes", [])
+    return [
+        v for v in volumes if v.get("secret", {}).get("secretName", "").startswith(SIGNING_SECRET)
+    ]
+
+
+def _gateway_containers(docs: list[Manifest]) -> list[tuple[Manifest, Manifest]]:
+    """(workload, container) for every container, init containers included, that runs the
+    gateway image (`ragdock-gateway`, renamed by prod's `images:`)."""
+    found = []
+    for doc in docs:
+        pod = doc.get("spec", {}).get("template", {}).get("spec")
+        if pod is None:
+            continue
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            image = container["image"].split("@")[0].rsplit(":", 1)[0]
+            if image.endswith(("ragdock-gateway", "ragdock/gateway")):
+                found.append((doc, container))
+    return found
+
+
+def test_every_gateway_mounts_the_one_signing_key(overlay: tuple[str, list[Manifest]]) -> None:
+    name, docs = overlay
+    gateways = _gateway_containers(docs)
+    assert [c["name"] for _, c in gateways] == ["gateway"]  # the replicas of one Deployment
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    for workload, container in gateways:
+        (volume,) = _signing_key_volumes(workload)
+        secret = volume["secret"]
+        assert not secret.get("optional")  # a named key file must exist: no per-pod fallback
+        (item,) = secret["items"]
+        assert item["key"] == SIGNING_KEY
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True
+        path = Path(mount["mountPath"]) / item.get("path", item["key"])
+        assert _env(container)["RAGDOCK_SIGNING_KEY_FILE"] == str(path)
+        # Root's file, group fsGroup: readable by the gateway's user through the group only.
+        pod_security = workload["spec"]["template"]["spec"]["securityContext"]
+        assert pod_security["runAsUser"] == pod_security["fsGroup"] == GATEWAY_UID
+        assert item.get("mode", secret["defaultMode"]) == 0o440
+        if name == "prod":
+            assert secret["secretName"] == SIGNING_SECRET  # created by the operator
+        else:
+            assert secret["secretName"].startswith(f"{SIGNING_SECRET}-")  # generated, hashed
+            key = _decoded(secrets[secret["secretName"]])[SIGNING_KEY]
+            assert len(key.strip()) >= 32  # eval/signing.py refuses a shorter one
+    prod = (DEPLOY / "k8s" / "overlays" / "prod" / "kustomization.yaml").read_text()
+    assert f"create secret generic {SIGNING_SECRET}" in prod  # documented where prod is set up
+    assert f"--from-literal={SIGNING_KEY}=" in prod
 
 
 def test_postgres_runs_as_a_statefulset_with_its_own_volume(
