@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,21 +23,26 @@ REQUIRED_ENV = {
     "RAGDOCK_QDRANT_API_KEY": "q" * 32,
     "RAGDOCK_ENGINE_API_KEY": "e" * 32,
     "RAGDOCK_METRICS_TOKEN": "m" * 32,
+    "RAGDOCK_SIGNING_KEY": "s" * 64,
     "GRAFANA_ADMIN_PASSWORD": "p" * 16,
 }
 
 
-def _config(env: dict[str, str]) -> tuple[int, str]:
-    proc = run(tool("docker-compose"), "-f", COMPOSE_FILE, "config", "--format", "json", env=env)
-    return proc.returncode, proc.stdout + proc.stderr
+def _config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run(tool("docker-compose"), "-f", COMPOSE_FILE, "config", "--format", "json", env=env)
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **REQUIRED_ENV}
-    code, out = _config(env)
-    assert code == 0, out
-    rendered: dict[str, Any] = json.loads(out)
+    proc = _config(env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Warnings go to stderr: the gateway's signing-key secret sets uid/gid/mode, which Compose
+    # applies to an environment-sourced secret but warns about as if it were a file: one.
+    for line in proc.stderr.splitlines():
+        assert "is not supported outside Swarm mode" in line, proc.stderr
+        assert "secrets.ragdock_signing_key." in line, proc.stderr
+    rendered: dict[str, Any] = json.loads(proc.stdout)
     return rendered
 
 
@@ -60,9 +66,9 @@ def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
 def test_compose_refuses_to_start_without_a_secret(missing: str) -> None:
     env = {"PATH": os.environ["PATH"], **REQUIRED_ENV}
     del env[missing]
-    code, out = _config(env)
-    assert code != 0
-    assert missing in out
+    proc = _config(env)
+    assert proc.returncode != 0
+    assert missing in proc.stdout + proc.stderr
 
 
 def test_gateway_keeps_its_control_plane_in_the_postgres_service(compose: dict[str, Any]) -> None:
@@ -137,6 +143,27 @@ def test_prometheus_scrapes_the_gateway_with_the_metrics_token(compose: dict[str
     token_file = secrets["ragdock_metrics_token"]["target"]
     assert gateway["authorization"]["credentials_file"] == token_file
     assert gateway["static_configs"] == [{"targets": ["gateway:8000"]}]
+
+
+def test_gateway_reads_the_platform_signing_key_from_a_secret(compose: dict[str, Any]) -> None:
+    # Promotion trusts only eval reports signed with this key: every gateway service reads the
+    # one secret (not a key each would create under its /data), given by the operator.
+    gateways = {
+        name: service
+        for name, service in compose["services"].items()
+        if service["image"].startswith("ragdock-gateway:")
+    }
+    assert set(gateways) == {"gateway"}
+    assert compose["secrets"]["ragdock_signing_key"]["environment"] == "RAGDOCK_SIGNING_KEY"
+    for name, gateway in gateways.items():
+        (secret,) = [s for s in gateway["secrets"] if s["source"] == "ragdock_signing_key"]
+        assert gateway["environment"]["RAGDOCK_SIGNING_KEY_FILE"] == secret["target"], name
+        # The image's user owns it and alone reads it (eval/signing.py warns otherwise).
+        (user,) = re.findall(r"^USER\s+(\S+)", (DEPLOY / "Dockerfile").read_text(), flags=re.M)
+        assert f"{secret['uid']}:{secret['gid']}" == user, name
+        assert int(secret["mode"], 8) == 0o400, name
+        # The key itself is in no environment variable (`docker inspect` would show it).
+        assert REQUIRED_ENV["RAGDOCK_SIGNING_KEY"] not in gateway["environment"].values(), name
 
 
 def test_gateway_serves_no_api_docs_and_no_key_names_in_metrics(compose: dict[str, Any]) -> None:
