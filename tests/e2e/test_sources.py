@@ -22,9 +22,10 @@ import openai
 import psycopg
 import pytest
 
+from engine.launcher import EngineProcess
 from tests.hostile import text_pdf
 from tests.postgres import fresh_database
-from tests.support import TEST_API_KEY, GatewayProcess
+from tests.support import TEST_API_KEY, TEST_KEYS_JSON, GatewayProcess, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -270,4 +271,45 @@ def test_a_postgresql_table_source_follows_its_rows_and_never_shows_its_password
         assert password not in text
     log = gateway.log()
     assert f"source {name} failed" in log  # the worker logged the failure, masked
+    assert password not in log
+
+
+def test_a_password_in_the_gateways_environment_is_used_and_never_shown(
+    engine: EngineProcess, table: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """The other reference: the URL without its password, the password in a variable of the
+    tenant's own (`RAGDOCK_SECRET_DEFAULT_...`), set in the environment of a gateway of this
+    test's own (the session gateway's environment is fixed when it starts)."""
+    admin_url, role, password = table
+    env = {"RAGDOCK_API_KEYS": TEST_KEYS_JSON, "RAGDOCK_LOG_LEVEL": "info",
+           "RAGDOCK_SECRET_DEFAULT_PG_PASSWORD": password}  # fmt: skip
+    gateway = start_gateway(engine.url, tmp_path / "gateway.log", env)
+    try:
+        api = Api(gateway)
+        url = f"postgresql+psycopg://{role}@{admin_url.split('@', 1)[1]}"
+        spec = {"kind": "sql", "url": url, "password_env": "RAGDOCK_SECRET_DEFAULT_PG_PASSWORD",
+                "query": "SELECT id, title, text, updated_at FROM items"}  # fmt: skip
+        # Another tenant's variable, or one the operator did not name as a secret, is refused.
+        for foreign in ("RAGDOCK_SECRET_BETA_PG_PASSWORD", "RAGDOCK_DATABASE_URL"):
+            refused = api.create("pg", "rows", {**spec, "password_env": foreign})
+            assert refused.status_code == 400, refused.text
+            assert "RAGDOCK_SECRET_DEFAULT_" in refused.json()["error"]["message"]
+        in_clear = api.create("pg", "rows", {**spec, "url": url.replace("@", f":{password}@")})
+        assert in_clear.status_code == 400 and "reference" in in_clear.json()["error"]["message"]
+
+        reply = api.create("pg", "rows", spec)
+        assert reply.status_code == 201, reply.text
+        assert reply.json()["spec"]["password_env"] == "RAGDOCK_SECRET_DEFAULT_PG_PASSWORD"
+        job = api.wait(reply.json()["active_job"]["id"])
+        assert job["state"] == "succeeded", (job["error"], job["errors"])
+        assert _counts(job) == (3, 0, 0, 0, 0)
+        assert set(api.documents("rows")) == {"pg/1", "pg/2", "pg/3"}
+        api.call("GET", "/sources/pg")
+        api.call("GET", "/jobs")
+    finally:
+        gateway.stop()
+    for text in api.replies:
+        assert password not in text
+    log = gateway.log()
+    assert "job" in log and "claimed" in log  # the info-level log ran the job's lines
     assert password not in log
