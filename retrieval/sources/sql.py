@@ -153,19 +153,19 @@ class SqlReader:
         self._metadata = metadata
         self._engine = read_only_engine(url)
 
-    def _select(self, since: object, *, count: bool = False, limit_zero: bool = False) -> Any:
+    def _select(self, since: object, *, count: bool = False, first_row: bool = False) -> Any:
         head = "SELECT count(*)" if count else "SELECT *"
         sql = f"{head} FROM ({self._query}) AS ragdock_source"
         params: dict[str, object] = {}
         if since is not None and self.spec.updated_at_column:
             sql += f" WHERE {self.spec.updated_at_column} >= :since"
             params["since"] = since
-        if limit_zero:
-            sql += " LIMIT 0"
+        if first_row:
+            sql += " LIMIT 1"
         return text(sql).bindparams(**params) if params else text(sql)
 
     def check(self) -> None:
-        """Run the query for no rows: it must read, be allowed, and return the named columns.
+        """Run the query for its first row: it must read, be allowed, and return the named columns.
 
         Raises:
             SqlSourceError: the query fails (a write refused, a syntax error, no connection)
@@ -173,7 +173,11 @@ class SqlReader:
         """
         try:
             with self._engine.connect() as conn:
-                columns = set(conn.execute(self._select(None, limit_zero=True)).keys())
+                # One row, not none: a query that writes per row (nextval(), a function with
+                # side effects) is evaluated, and refused by the read-only transaction, now.
+                result = conn.execute(self._select(None, first_row=True))
+                columns = set(result.keys())
+                result.fetchall()
         except SQLAlchemyError as exc:
             raise SqlSourceError(f"the query cannot be run read-only: {_error(exc)}") from None
         spec = self.spec
