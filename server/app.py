@@ -174,6 +174,8 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
 
     sources = source_service(settings, retriever)
     worker = sync_worker(settings, retriever, control, metrics) if settings.worker else None
+    if worker is not None and sources is not None:
+        sources.on_enqueue = worker.wake
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

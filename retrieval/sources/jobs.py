@@ -117,6 +117,23 @@ class BatchRecord:
     job_id: str | None = None
 
 
+def _upsert_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """One multi-row upsert for a batch's items (a statement per row cost ~1 ms each, most of
+    an unchanged sync's time; eval/perf/source_sync.py)."""
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    # PostgreSQL refuses a statement that updates one row twice: one row per item.
+    rows = list({(r["source_id"], r["item_key"]): r for r in rows}.values())
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(source_items).values(rows)
+    keys = ("source_id", "item_key")
+    changes = {c: statement.excluded[c] for c in rows[0] if c not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
 def _job(row: Any) -> JobRecord:
     mapping = row._mapping
     return JobRecord(
@@ -300,13 +317,10 @@ class JobQueue:
         Raises:
             LeaseLostError: the job is no longer this owner's; nothing was written.
         """
-        from retrieval.catalog import upsert
-
         with self.plane.write() as conn:
             cancel = self._renew(conn, job.id, owner)
             now = self.plane.now(conn)
-            for item in batch.items:
-                upsert(conn, source_items, {**item, "synced_at": now}, ["source_id", "item_key"])
+            _upsert_items(conn, [{**item, "synced_at": now} for item in batch.items])
             for key in batch.removed:
                 conn.execute(
                     source_items.delete().where(

@@ -55,6 +55,7 @@ class Worker:
         self.poll_s = poll_s
         self.observe, self.on_job = observe, on_job
         self.stopping = threading.Event()
+        self._work = threading.Event()  # set by `wake`: a job was queued in this process
 
     def run_once(self) -> str | None:
         """Queue what is due, then claim and run one job; its final state (None: no job)."""
@@ -106,10 +107,16 @@ class Worker:
                 log.warning("worker turn failed: %s", exc)
                 state = None
             if state is None:
-                self.stopping.wait(self.poll_s)
+                self._work.wait(self.poll_s)
+                self._work.clear()
+
+    def wake(self) -> None:
+        """Look for work now, not at the next poll (the gateway's API queued a job)."""
+        self._work.set()
 
     def stop(self) -> None:
         self.stopping.set()
+        self._work.set()
 
     def start_thread(self) -> threading.Thread:
         """`run_forever` on a daemon thread (the gateway's embedded worker)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -85,6 +86,9 @@ class SourceService:
         self.registry = SourceRegistry(self.plane)
         self.queue = JobQueue(self.plane, lease_s=lease_s, per_tenant=per_tenant)
         self.confinement = confinement
+        # This process's worker, woken when a job is queued here (other replicas' workers
+        # find it at their next poll).
+        self.on_enqueue: Callable[[], None] = lambda: None
 
     def _now(self) -> float:
         with self.plane.read() as conn:
@@ -129,6 +133,7 @@ class SourceService:
             await run_in_threadpool(
                 lambda: self.queue.enqueue(record.id, tenant, kind="full", trigger="create")
             )
+            self.on_enqueue()
         return await self._out(record)
 
     def _find(self, name: str, principal: Principal) -> SourceRecord:
@@ -172,6 +177,7 @@ class SourceService:
     async def delete(self, name: str, principal: Principal) -> None:
         record = await run_in_threadpool(self._find, name, principal)
         await run_in_threadpool(self.registry.mark_deleted, record.id)
+        self.on_enqueue()  # the purge is queued by the worker's next turn
 
     async def sync(self, name: str, full: bool, principal: Principal) -> JobOut:
         record = await run_in_threadpool(self._find, name, principal)
@@ -185,6 +191,7 @@ class SourceService:
                 f"Source '{name}' has a sync queued or running already: job {exc.job_id}",
                 param="source", code="job_already_active",
             ) from None  # fmt: skip
+        self.on_enqueue()
         return job_out(job, await run_in_threadpool(self._now))
 
     # -- jobs ------------------------------------------------------------------------------
