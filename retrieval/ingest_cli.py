@@ -15,9 +15,10 @@ import httpx
 import typer
 from rich.console import Console
 
+from ragdock.contracts.source_spec import FOLDER_SUFFIXES
 from ragdock.progress import progress_bar
 
-SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf"}
+SUFFIXES = set(FOLDER_SUFFIXES)  # what a folder source reads, too
 console = Console()
 
 

@@ -69,15 +69,16 @@ def file_document(
         raise ItemError("not UTF-8 text") from None
     if not text.strip():
         raise ItemError("no text to index")
-    title = _first_heading(text) if content_type == "text/markdown" else None
+    title = first_heading(text) if content_type == "text/markdown" else None
     return Document(
         doc_id=doc_id, text=text, title=title or path.stem, uri=key, version=version,
         content_type=content_type, metadata=dict(metadata),
     )  # fmt: skip
 
 
-def _first_heading(markdown: str) -> str | None:
-    for line in markdown.splitlines()[:200]:
+def first_heading(markdown: str) -> str | None:
+    """A markdown document's first `# ` heading (its title), if any."""
+    for line in markdown.splitlines():
         if line.startswith("# "):
             return line[2:].strip() or None
     return None

@@ -335,9 +335,11 @@ class JobQueue:
             if batch.progress.cursor_seen is not None:
                 progress.cursor_seen = batch.progress.cursor_seen
             conn.execute(update(jobs).where(jobs.c.id == job.id).values(progress=progress.dump()))
-            stored = conn.execute(
-                select(func.count()).where(job_errors.c.job_id == job.id)
-            ).scalar_one()
+            stored = (
+                conn.execute(select(func.count()).where(job_errors.c.job_id == job.id)).scalar_one()
+                if batch.errors
+                else 0
+            )
             for key, why in batch.errors[: max(MAX_RECORDED_ERRORS - stored, 0)]:
                 conn.execute(job_errors.insert().values(
                     job_id=job.id, item_key=key[:512], error=why[:2000], at=now

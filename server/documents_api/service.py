@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from retrieval.quotas import QuotaExceededError
 from retrieval.service import Retriever
+from retrieval.sources.files import CONTENT_TYPES, first_heading
 from retrieval.types import Document, DocumentInfo
 from retrieval.untrusted import (
     ExtractError,
@@ -46,15 +47,6 @@ from server.errors import (
 )
 from server.rag.service import RetrievalUnavailableError, numbered_sources
 
-_CONTENT_TYPES = {
-    ".txt": "text/plain",
-    ".text": "text/plain",
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".pdf": "application/pdf",
-}
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -200,11 +192,11 @@ class DocumentService:
                 f"{filename} is {len(content)} bytes, over the {self._max_bytes} byte limit"
             )
         suffix = PurePath(filename).suffix.lower()
-        content_type = _CONTENT_TYPES.get(suffix)
+        content_type = CONTENT_TYPES.get(suffix)
         if content_type is None:
             raise InvalidRequestError(
                 f"{filename}: unsupported file type {suffix or '(none)'}; upload "
-                f"{', '.join(sorted(_CONTENT_TYPES))}",
+                f"{', '.join(sorted(CONTENT_TYPES))}",
                 param="files",
             )
         if content_type == "application/pdf":
@@ -218,7 +210,7 @@ class DocumentService:
         if not text.strip():
             raise InvalidRequestError(f"{filename} has no text to index", param="files")
         stem = PurePath(filename).stem
-        title = title or _first_heading(text) if content_type == "text/markdown" else title
+        title = title or first_heading(text) if content_type == "text/markdown" else title
         try:
             return DocumentIn.model_validate(
                 {"id": doc_id or stem, "text": text, "title": title or stem, "uri": filename,
@@ -353,10 +345,3 @@ def _no_collection(name: str) -> NotFoundError:
         f"Collection '{name}' does not exist; create it with POST /v1/collections",
         param="collection", code="collection_not_found",
     )  # fmt: skip
-
-
-def _first_heading(markdown: str) -> str | None:
-    for line in markdown.splitlines():
-        if line.startswith("# "):
-            return line[2:].strip() or None
-    return None
