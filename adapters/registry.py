@@ -28,22 +28,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
-import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, func, select, update
 
 from adapters.base_match import BaseModelIdentity, check_base_model
 from adapters.errors import (
-    AdapterConflictError,
     AdapterNotFoundError,
     AdapterValidationError,
     PromotionRefusedError,
@@ -51,6 +47,30 @@ from adapters.errors import (
 )
 from adapters.names import check_alias, check_name, check_version
 from adapters.validation import AdapterInfo, AdapterLimits, validate_adapter_dir
+from adapters.versioning import (
+    VersionTables,
+    fsync_dir,
+    fsync_tree,
+    has_live_version,
+    label_number,
+    lock_name,
+    mark_deleted,
+    moved_alias,
+    new_staging,
+    next_label,
+    place_staged,
+    read_aliases,
+    read_audit,
+    refuse_delete_under_alias,
+    refuse_taken_label,
+    remove_version_files,
+    rolled_back_alias,
+    set_alias,
+    sweep,
+    version_record,
+    write_audit,
+    write_json,
+)
 from ragdock.contracts.adapter_manifest import AdapterManifest, read_adapter_manifest
 from ragdock.contracts.base import ContractError
 from ragdock.contracts.eval_report import EvalReport, PlatformVerdict, parse_eval_report
@@ -69,8 +89,7 @@ RECORD = "registry.json"
 RESOLVER_DIR = ".resolver"
 ALIASES = "aliases.json"
 AUDIT_LOG = "audit.log"
-# A staging directory older than this belongs to a push that died (pushes take seconds).
-_STALE_STAGING_S = 3600.0
+ADAPTERS = VersionTables("adapter", adapter_versions, adapter_aliases, AdapterNotFoundError)
 
 
 # (owner tenant, visibility) of a name, or None; whether it has a live version. Raises to refuse.
@@ -179,7 +198,7 @@ class AdapterRegistry:
 
     def aliases(self, name: str) -> dict[str, dict[str, Any]]:
         with self.control.read() as conn:
-            return _aliases(conn, check_name(name))
+            return read_aliases(conn, ADAPTERS, check_name(name))
 
     def resolve(self, name: str, selector: str) -> AdapterVersion:
         """A version by its label or through an alias (one consistent read).
@@ -188,7 +207,7 @@ class AdapterRegistry:
             AdapterNotFoundError: neither a version nor an alias of `name`.
         """
         with self.control.read() as conn:
-            alias = _aliases(conn, check_name(name)).get(selector)
+            alias = read_aliases(conn, ADAPTERS, check_name(name)).get(selector)
             return self._get(conn, name, alias["version"] if alias else selector)
 
     def manifest(self, version: AdapterVersion) -> AdapterManifest | None:
@@ -216,12 +235,7 @@ class AdapterRegistry:
         return self.judge(self.eval_report(version), version.name, version.version)
 
     def audit_entries(self, name: str | None = None) -> list[dict[str, Any]]:
-        query = select(audit_log).order_by(audit_log.c.id)
-        if name is not None:
-            query = query.where(audit_log.c.name == name)
-        with self.control.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [_audit_view(row) for row in rows]
+        return read_audit(self.control, ADAPTERS.kind, name)
 
     # --- writes ---------------------------------------------------------------------------
     def push(
@@ -259,31 +273,19 @@ class AdapterRegistry:
         check_base_model(info.config, _checked_manifest(source), self.base)
         report = _checked_report(_read_json(source / EVAL_REPORT), source / EVAL_REPORT)
         record = _record(info, actor)
-        if not (self.root / name).is_dir():
-            (self.root / name).mkdir(exist_ok=True)
-            _fsync_dir(self.root)  # the name's directory entry survives a power loss too
-        staging = self.root / name / f".staging-{uuid.uuid4().hex}"
+        staging = new_staging(self.root, name)
         try:
             shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*"))
-            _write_json(staging / RECORD, record)
-            _fsync_tree(staging)
+            write_json(staging / RECORD, record)
+            fsync_tree(staging)
             self.fault("copied")
             with self._transaction(name) as conn:
                 ownership = _owners(conn, name).get(name)
                 if authorize is not None:
-                    authorize(ownership, _has_live_version(conn, name))
-                label = version or _next_label(conn, name)
-                if _row(conn, name, label) is not None:
-                    raise AdapterConflictError(
-                        f"{name}@{label} was already pushed (labels are never reused, even after "
-                        "a delete): push under a new version, or omit --version",
-                        param="version",
-                    )
-                target = self.root / name / label
-                if target.exists():  # a push that died before its commit: never recorded
-                    target.rename(self.root / name / f".orphan-{uuid.uuid4().hex}")
-                staging.rename(target)
-                _fsync_dir(self.root / name)
+                    authorize(ownership, has_live_version(conn, ADAPTERS, name))
+                label = version or next_label(conn, ADAPTERS, name)
+                refuse_taken_label(conn, ADAPTERS, name, label)
+                place_staged(staging, self.root / name / label)
                 self.fault("renamed")
                 self._publish_for_resolver(name, label, info.config)
                 self.fault("published")
@@ -292,7 +294,7 @@ class AdapterRegistry:
                         name=name, owner=owner, visibility=visibility
                     ))  # fmt: skip
                 conn.execute(adapter_versions.insert().values(
-                    name=name, version=label, number=_label_number(label),
+                    name=name, version=label, number=label_number(label),
                     record=json.dumps(record), pushed_at=record["pushed_at"], deleted_at=None,
                     eval_report=_report_json(report),
                     gate_passed=_gate_flag(report, self.judge(report, name, label)),
@@ -301,7 +303,7 @@ class AdapterRegistry:
                 self.fault("recorded")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self._sweep(name)
+        sweep(self.root / name)
         return self.get(name, label)
 
     def attach_eval_report(
@@ -375,12 +377,9 @@ class AdapterRegistry:
                     "(recorded in the audit log)",
                     param="version",
                 )
-            entry = _aliases(conn, name).get(alias, {"version": None, "history": []})
-            if entry["version"] and entry["version"] != version:
-                entry["history"].append(entry["version"])
-            entry["version"] = version
+            entry = moved_alias(conn, ADAPTERS, name, alias, version)
             self.fault("checked")
-            _set_alias(conn, name, alias, entry, self.control.now(conn))
+            set_alias(conn, ADAPTERS, name, alias, entry, self.control.now(conn))
             detail = {"forced": force and not verdict.passed, "verdict": verdict.status,
                       "gate": verdict.reason}  # fmt: skip
             if reason:
@@ -397,23 +396,8 @@ class AdapterRegistry:
             AdapterConflictError: the alias has no earlier version, or it was deleted.
         """
         with self._transaction(name) as conn:
-            entry = _aliases(conn, name).get(check_alias(alias))
-            if entry is None:
-                raise AdapterNotFoundError(f"{name} has no alias {alias!r}", param="alias")
-            if not entry["history"]:
-                raise AdapterConflictError(
-                    f"{name}@{alias} has no earlier version to roll back to", param="alias"
-                )
-            previous = entry["history"][-1]
-            if _row(conn, name, previous, live=True) is None:
-                raise AdapterConflictError(
-                    f"{name}@{alias} would roll back to {previous}, which was deleted: promote "
-                    "a version instead",
-                    param="alias",
-                )
-            moved_from = entry["version"]
-            entry["version"] = entry["history"].pop()
-            _set_alias(conn, name, alias, entry, self.control.now(conn))
+            entry, moved_from = rolled_back_alias(conn, ADAPTERS, name, check_alias(alias))
+            set_alias(conn, ADAPTERS, name, alias, entry, self.control.now(conn))
             self._audit(
                 conn, actor, "rollback", name, version=entry["version"], alias=alias,
                 detail={"from": moved_from},
@@ -429,26 +413,13 @@ class AdapterRegistry:
         """
         with self._transaction(name) as conn:
             target = self._get(conn, name, version)
-            pointing = [a for a, e in _aliases(conn, name).items() if e["version"] == version]
-            if pointing:
-                raise AdapterConflictError(
-                    f"{target.ref} is still served by alias(es) {pointing}: promote another "
-                    "version or roll back first",
-                    param="version",
-                )
-            conn.execute(
-                update(adapter_versions)
-                .where(adapter_versions.c.name == name, adapter_versions.c.version == version)
-                .values(deleted_at=self.control.now(conn))
-            )
+            refuse_delete_under_alias(conn, ADAPTERS, name, version)
+            mark_deleted(conn, ADAPTERS, name, version, self.control.now(conn))
             self._audit(conn, actor, "delete", name, version=version)
         # The row says deleted from here on; a crash before the files go only leaves files
         # that no record points at (the next push of this name sweeps them).
         shutil.rmtree(self.root / RESOLVER_DIR / target.ref, ignore_errors=True)
-        if target.path.exists():
-            trash = target.path.with_name(f".deleted-{uuid.uuid4().hex}")
-            target.path.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        remove_version_files(target.path)
 
     def close(self) -> None:
         if self._owns_control:
@@ -460,13 +431,11 @@ class AdapterRegistry:
         """A write transaction that holds this adapter name's lock (PostgreSQL: an advisory
         transaction lock; SQLite's write transaction locks the whole database anyway)."""
         with self.control.write() as conn:
-            if not self.control.is_sqlite:
-                key = zlib.crc32(f"adapter:{name}".encode())
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            lock_name(self.control, conn, ADAPTERS.kind, name)
             yield conn
 
     def _get(self, conn: Connection, name: str, version: str) -> AdapterVersion:
-        row = _row(conn, check_name(name), check_version(version), live=True)
+        row = version_record(conn, ADAPTERS, check_name(name), check_version(version), live=True)
         if row is None:
             raise AdapterNotFoundError(f"adapter {name}@{version} does not exist", param="model")
         return self._version(name, version, row)
@@ -482,36 +451,19 @@ class AdapterRegistry:
         weights = view / "adapter_model.safetensors"
         if not weights.is_symlink() and not weights.exists():
             weights.symlink_to(Path("..", "..", name, version, "adapter_model.safetensors"))
-        _write_json(
+        write_json(
             view / "adapter_config.json",
             {**config, "base_model_name_or_path": self.engine_base_name},
         )
-        _fsync_dir(view)
-        _fsync_dir(view.parent)
-
-    def _sweep(self, name: str) -> None:
-        """Remove what crashed pushes and deletes left behind (never a recorded version; a
-        staging directory only when it is old enough that no live push can own it)."""
-        directory = self.root / name
-        for leftover in [*directory.glob(".orphan-*"), *directory.glob(".deleted-*")]:
-            shutil.rmtree(leftover, ignore_errors=True)
-        for staging in directory.glob(".staging-*"):
-            try:
-                stale = time.time() - staging.stat().st_mtime > _STALE_STAGING_S
-            except FileNotFoundError:  # its push just finished
-                continue
-            if stale:
-                shutil.rmtree(staging, ignore_errors=True)
+        fsync_dir(view)
+        fsync_dir(view.parent)
 
     def _audit(
         self, conn: Connection, actor: str, action: str, name: str, *, version: str | None = None,
         alias: str | None = None, detail: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        conn.execute(audit_log.insert().values(
-            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.control.now(conn))),
-            actor=actor, action=action, name=name, version=version, alias=alias,
-            detail=json.dumps(detail) if detail else None,
-        ))  # fmt: skip
+        write_audit(conn, self.control, ADAPTERS.kind, actor, action, name, version=version,
+                    alias=alias, detail=detail)  # fmt: skip
 
     def _import_files(self) -> None:
         """Adopt adapters recorded by the file-only registry this one replaces."""
@@ -529,7 +481,8 @@ class AdapterRegistry:
         legacy_audit = self.root / AUDIT_LOG
         if legacy_audit.is_file():
             with self.control.write() as conn:
-                if conn.execute(select(func.count()).select_from(audit_log)).scalar_one() == 0:
+                adapter_entries = select(func.count()).where(audit_log.c.kind == ADAPTERS.kind)
+                if conn.execute(adapter_entries).scalar_one() == 0:
                     for line in legacy_audit.read_text().splitlines():
                         if line.strip():
                             entry = json.loads(line)
@@ -556,7 +509,7 @@ class AdapterRegistry:
                     log.warning("%s: imported without its eval report", exc)
                     report = None
                 conn.execute(adapter_versions.insert().values(
-                    name=name, version=path.name, number=_label_number(path.name),
+                    name=name, version=path.name, number=label_number(path.name),
                     record=json.dumps(record), pushed_at=float(record.get("pushed_at", 0.0)),
                     deleted_at=None, eval_report=_report_json(report),
                     gate_passed=_gate_flag(report, self.judge(report, name, path.name)),
@@ -564,7 +517,7 @@ class AdapterRegistry:
             aliases = _read_json(self.root / name / ALIASES) or {}
             now = self.control.now(conn)
             for alias, entry in aliases.items():
-                _set_alias(conn, name, alias, entry, now)
+                set_alias(conn, ADAPTERS, name, alias, entry, now)
 
 
 def _owners(conn: Connection, name: str | None = None) -> dict[str, tuple[str, str]]:
@@ -577,13 +530,6 @@ def _owners(conn: Connection, name: str | None = None) -> dict[str, tuple[str, s
 def usable_by(ownership: tuple[str, str] | None, viewer: str) -> bool:
     """Whether tenant `viewer` may see and serve an adapter of this (owner, visibility)."""
     return ownership is None or ownership[1] == "shared" or ownership[0] == viewer
-
-
-def _has_live_version(conn: Connection, name: str) -> bool:
-    query = select(adapter_versions.c.version).where(
-        adapter_versions.c.name == name, adapter_versions.c.deleted_at.is_(None)
-    )
-    return conn.execute(query.limit(1)).first() is not None
 
 
 def _gate_flag(report: EvalReport | None, verdict: PlatformVerdict) -> int | None:
@@ -626,64 +572,6 @@ def _stored_report(raw: str | None, ref: str) -> EvalReport | None:
         return None
 
 
-def _row(conn: Connection, name: str, version: str, *, live: bool = False) -> str | None:
-    """The version's record (JSON), or None; `live` excludes deleted versions."""
-    query = select(adapter_versions.c.record).where(
-        adapter_versions.c.name == name, adapter_versions.c.version == version
-    )
-    if live:
-        query = query.where(adapter_versions.c.deleted_at.is_(None))
-    value = conn.execute(query).scalar_one_or_none()
-    return str(value) if value is not None else None
-
-
-def _label_number(label: str) -> int | None:
-    return int(label[1:]) if label.startswith("v") and label[1:].isdigit() else None
-
-
-def _next_label(conn: Connection, name: str) -> str:
-    """`v<N+1>` over every label ever pushed, deleted ones included."""
-    highest = conn.execute(
-        select(func.max(adapter_versions.c.number)).where(adapter_versions.c.name == name)
-    ).scalar_one_or_none()
-    return f"v{(highest or 0) + 1}"
-
-
-def _aliases(conn: Connection, name: str) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
-        select(adapter_aliases.c.alias, adapter_aliases.c.version, adapter_aliases.c.history)
-        .where(adapter_aliases.c.name == name)
-        .order_by(adapter_aliases.c.alias)
-    ).all()
-    return {alias: {"version": v, "history": json.loads(h)} for alias, v, h in rows}
-
-
-def _set_alias(conn: Connection, name: str, alias: str, entry: dict[str, Any], now: float) -> None:
-    values = {"version": entry["version"], "history": json.dumps(entry["history"]),
-              "updated_at": now}  # fmt: skip
-    changed = conn.execute(
-        update(adapter_aliases)
-        .where(adapter_aliases.c.name == name, adapter_aliases.c.alias == alias)
-        .values(**values)
-    ).rowcount
-    if not changed:
-        conn.execute(adapter_aliases.insert().values(name=name, alias=alias, **values))
-
-
-def _audit_view(row: Any) -> dict[str, Any]:
-    entry = {
-        "time": row["time"],
-        "actor": row["actor"],
-        "action": row["action"],
-        "name": row["name"],
-        "version": row["version"],
-        "alias": row["alias"],
-    }
-    if row["detail"]:
-        entry["detail"] = json.loads(row["detail"])
-    return entry
-
-
 def _record(info: AdapterInfo, actor: str) -> dict[str, Any]:
     return {
         "pushed_at": time.time(),
@@ -706,33 +594,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except RecursionError:
         raise AdapterValidationError(f"{path.name} nests too deeply") from None
     return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write by rename, fsynced, so readers and a power loss never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    with tmp.open("w") as handle:
-        handle.write(json.dumps(data, indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync every file, then every directory bottom-up, so the tree survives a power loss."""
-    for directory, _dirs, files in os.walk(root, topdown=False):
-        for file in files:
-            path = Path(directory) / file
-            if path.is_symlink():
-                continue
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(Path(directory))

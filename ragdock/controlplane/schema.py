@@ -136,6 +136,35 @@ audit_log = Table(
     Column("version", String(64), nullable=True),
     Column("alias", String(64), nullable=True),
     Column("detail", Text, nullable=True),
+    # Whose entry: an adapter registry's or the reader registry's (0006).
+    Column("kind", String(16), nullable=False, server_default="adapter"),
+)
+
+# Every grounding reader version ever pushed (0006), kept like adapter versions: a deleted one
+# keeps its row so its label is never handed out again. `manifest` is the reader's manifest as
+# it was validated at push (weights checked against its sha256): the promotion gate reads these
+# figures, never the files, which nothing stops an operator from editing after the push.
+reader_versions = Table(
+    "reader_versions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("number", Integer, nullable=True),
+    Column("record", Text, nullable=False),
+    Column("manifest", Text, nullable=False),
+    Column("pushed_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+)
+
+# Reader aliases (`prod`, ...) and the versions they pointed at before (JSON list) (0006).
+reader_aliases = Table(
+    "reader_aliases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("history", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 # Where a collection's documents come from (0004): a folder or a SQL query, owned by a tenant.
