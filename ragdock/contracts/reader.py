@@ -89,6 +89,14 @@ class ReaderHardware(Contract):
     dtype: dict[str, Any] | None = None
 
 
+class ReaderParent(Contract):
+    """The finished reader a run started from (`init_from`), by content, not by path."""
+
+    weights_sha256: str
+    from_step: int = Field(description="The parent's own step, counted in its own run.")
+    trained_steps: int = Field(description="Every step of the parent's lineage before this run.")
+
+
 class ReaderTraining(Contract):
     steps: int
     epochs: float
@@ -102,6 +110,9 @@ class ReaderTraining(Contract):
     train_seconds: float
     seconds_per_step: float
     wall_seconds: float
+    init_from: ReaderParent | None = Field(
+        None, description="The reader these weights continued from; None = the base + a new head."
+    )
 
 
 class ReaderThreshold(Contract):

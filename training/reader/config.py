@@ -147,6 +147,12 @@ class ReaderConfig(_Section):
     method: Literal["lora", "full"] = "lora"
     output_dir: Path
     seed: int = 0
+    init_from: Path | None = Field(
+        None,
+        description="A finished reader directory (same base and method) whose weights start this "
+        "run instead of the base and a fresh head: more epochs on a shipped reader without its "
+        "checkpoints. Only a new run reads it; a resumed one continues from its checkpoint.",
+    )
     lora: ReaderLora = Field(default_factory=lambda: ReaderLora())
     head: ReaderHead = Field(default_factory=lambda: ReaderHead())
     data: ReaderData
@@ -170,7 +176,10 @@ class ReaderConfig(_Section):
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the run that wrote the checkpoint."""
         data = self.model_dump(mode="json")
-        return {k: data[k] for k in ("base", "method", "seed", "lora", "head", "data", "optim")}
+        return {
+            k: data[k]
+            for k in ("base", "method", "seed", "init_from", "lora", "head", "data", "optim")
+        }
 
 
 def is_reader_config(path: Path) -> bool:

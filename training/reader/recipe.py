@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from grounding.reader.batching import collate, epoch_batches
 from grounding.reader.model import (
@@ -29,6 +29,7 @@ from grounding.reader.model import (
     base_model_dir,
     batch_logits,
     build_model,
+    check_base,
     load_tokenizer,
     load_trained_state,
 )
@@ -42,9 +43,11 @@ from ragdock.contracts.reader import (
     ReaderHardware,
     ReaderLoraShape,
     ReaderManifest,
+    ReaderParent,
     ReaderThreshold,
     ReaderTraining,
     ReaderWeights,
+    read_reader_manifest,
 )
 from ragdock.digest import sha256_file
 from ragdock.progress import progress_bar
@@ -175,6 +178,12 @@ class ReaderRecipe:
                 f"{self.out / CHECKPOINTS} holds checkpoints of an earlier run; resume it with "
                 "loop.resume=auto, or delete them to start over"
             )
+        self.parent = self._parent() if cfg.init_from else None
+        if found is None and self.parent is not None:
+            self.announce(
+                f"init_from {cfg.init_from}: weights of its step {self.parent.from_step} "
+                f"({self.parent.trained_steps} steps trained before this run)"
+            )
         if found is not None:
             self.state, self.best = checkpoint.restore(
                 found,
@@ -188,6 +197,37 @@ class ReaderRecipe:
         self._metrics = MetricsLog(self.out / "metrics.jsonl", append=False)
         for record in self.state.history:
             self._metrics.write(record)
+
+    def _parent(self) -> ReaderParent:
+        """Load `init_from`'s weights into the new model (a resume overwrites them) and say
+        which reader they were.
+
+        Raises:
+            ValueError: the parent was trained with another method.
+            ContractError, BaseMismatchError: no reader there, or on another base.
+        """
+        directory = self.config.init_from
+        assert directory is not None
+        parent = read_reader_manifest(directory)
+        if parent.method != self.config.method:
+            raise ValueError(
+                f"init_from {directory} is a {parent.method} reader; "
+                f"this run is {self.config.method}"
+            )
+        check_base(parent.base, self.model_dir)
+        weights_path = directory / parent.weights.file
+        digest = sha256_file(weights_path)
+        if digest != parent.weights.sha256:
+            raise ValueError(f"{weights_path} does not match its manifest's sha256")
+        load_trained_state(
+            self.model, load_file(str(weights_path)), from_base=parent.weights.from_base
+        )
+        earlier = parent.training.init_from.trained_steps if parent.training.init_from else 0
+        return ReaderParent(
+            weights_sha256=digest,
+            from_step=parent.weights.from_step,
+            trained_steps=earlier + parent.weights.from_step,
+        )
 
     def _read_data(self) -> None:
         cfg = self.config
@@ -535,6 +575,7 @@ class ReaderRecipe:
                 train_seconds=round(self.state.train_seconds, 1),
                 seconds_per_step=round(result.seconds_per_step, 3),
                 wall_seconds=round(wall, 1),
+                init_from=self.parent,
             ),
             validation=results.get("validation") or {},
             threshold=threshold,
