@@ -362,7 +362,17 @@ def calibrate_reader_command(
         0.10, min=0.0, max=1.0, help="Share of questions the sources do not answer it may answer."
     ),
     top_k: int = typer.Option(5, min=1, max=50, help="Sources read per question, as served."),
-    split: str = typer.Option("calibration", help="The manifest's split of articles to fit on."),
+    split: str = typer.Option(
+        "calibration",
+        help="The manifest's split(s) of articles to fit on, comma-separated (e.g. "
+        "calibration,validation: neither is trained on; more questions, a steadier threshold).",
+    ),
+    retrieval: str = typer.Option(
+        "gateway",
+        help="gateway: hybrid search over chunks in a throwaway embedded Qdrant, as served; "
+        "paragraphs: dense over whole paragraphs (the threshold then does not hold behind the "
+        "gateway).",
+    ),
 ) -> None:
     """Fit the reader's answer/abstain decision on its held-out calibration articles: each
     signal's AUROC, a combined probability and its threshold for a target hallucination rate,
@@ -378,9 +388,15 @@ def calibrate_reader_command(
 
     console = Console()
     manifest = read_reader_manifest(reader_dir)
-    titles = manifest.data.splits.get(split)
-    if not titles:
-        console.print(f"[red]the reader's manifest has no articles in split {split!r}[/]")
+    titles = []
+    for name in (part.strip() for part in split.split(",")):
+        found = manifest.data.splits.get(name)
+        if not found:
+            console.print(f"[red]the reader's manifest has no articles in split {name!r}[/]")
+            raise typer.Exit(2)
+        titles += found
+    if retrieval not in ("gateway", "paragraphs"):
+        console.print(f"[red]--retrieval must be gateway or paragraphs, not {retrieval!r}[/]")
         raise typer.Exit(2)
     by_title = {a.title: a for f in manifest.data.files for a in read_squad(Path(f.path))}
     missing = [t for t in titles if t not in by_title]
@@ -397,7 +413,7 @@ def calibrate_reader_command(
         try:
             decision, _ = calibrate_reader(
                 reader_dir, MiniLMEmbedder(), articles, target_hallucination=target_hallucination,
-                top_k=top_k, advance=lambda: bar.advance(task),
+                top_k=top_k, advance=lambda: bar.advance(task), retrieval=retrieval,
             )  # fmt: skip
         except ValueError as exc:
             console.print(f"[red]cannot calibrate: {exc}[/]")

@@ -33,7 +33,9 @@ def rows(n: int = 400, seed: int = 0) -> list[dict[str, float | bool]]:
 @pytest.mark.parametrize("target", [0.05, 0.10, 0.25])
 def test_the_threshold_holds_the_target_on_its_split(target: float) -> None:
     data = rows()
-    decision = fit_decision(data, target_hallucination=target, articles=["A"], top_k=5)
+    decision = fit_decision(
+        data, target_hallucination=target, articles=["A"], top_k=5, retrieval="test"
+    )
     assert decision.hallucination <= target
     model = DecisionModel(
         tuple(decision.features), tuple(decision.weights), decision.bias, decision.threshold
@@ -45,7 +47,9 @@ def test_the_threshold_holds_the_target_on_its_split(target: float) -> None:
 
 
 def test_weights_keep_their_signs_and_each_signal_is_reported() -> None:
-    decision = fit_decision(rows(), target_hallucination=0.1, articles=["A"], top_k=5)
+    decision = fit_decision(
+        rows(), target_hallucination=0.1, articles=["A"], top_k=5, retrieval="test"
+    )
     weights = dict(zip(decision.features, decision.weights, strict=True))
     assert weights["reader_margin"] > 0 and weights["top_similarity"] >= 0
     assert weights["question_coverage"] == 0.0  # the data wanted it negative
@@ -60,4 +64,38 @@ def test_too_few_questions_of_a_class_is_refused() -> None:
         :5
     ]
     with pytest.raises(ValueError, match="at least 10"):
-        fit_decision(few, target_hallucination=0.1, articles=["A"], top_k=5)
+        fit_decision(few, target_hallucination=0.1, articles=["A"], top_k=5, retrieval="test")
+
+
+def test_gateway_search_retrieves_chunks_as_the_gateway_does() -> None:
+    """Calibration reads what the gateway would serve: the paragraphs go through the real
+    `Retriever` (embedded Qdrant, hybrid search over chunks) and the top similarity is the best
+    chunk's cosine, so the fitted threshold is on the served distribution of signals."""
+    from eval.reader_decision import GatewaySearch
+    from tests.fakes.embedder import HashingEmbedder
+    from training.reader.squad import Article
+
+    article = Article(
+        "Pumps",
+        (
+            "Pump P-101 is serviced every 90 days by the maintenance crew.",
+            "The cafeteria opens at 7 am and closes at 3 pm on weekdays.",
+            "Visitors sign in at the front desk and wear a badge at all times.",
+        ),
+        (),
+    )
+    with GatewaySearch(HashingEmbedder(), [article], top_k=2) as search:
+        sources, top = search(article, "How often is pump P-101 serviced?")
+    assert len(sources) == 2
+    assert "every 90 days" in sources[0]
+    assert top is not None and 0.0 < top <= 1.0
+
+
+def test_the_label_is_whether_a_retrieved_source_holds_a_gold_answer() -> None:
+    from eval.reader_decision import holds_answer
+
+    sources = ["Pump P-101 is serviced  every 90\\ndays.".replace("\\n", "\n"), "Other text."]
+    assert holds_answer(["Every 90 days"], sources)
+    assert not holds_answer(["every 30 days"], sources)
+    assert not holds_answer([], sources)
+    assert not holds_answer(["  "], sources)
