@@ -132,5 +132,9 @@ def _recite(answer: str, citations: Sequence[int]) -> str:
 
 
 def with_citation(span: str, source: int) -> str:
-    """An extracted span served as an answer: the span and its source's number."""
-    return f"{span.strip()} [{source}]"
+    """An extracted span served as an answer: the span and its source's number.
+
+    Bracketed numbers inside the span are the document's own (a paper's "[39]"): served, they
+    would read as citations of sources they do not name, so they are dropped first.
+    """
+    return f"{without_citations(span)} [{source}]"

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from grounding.citations import CitedAnswer, check_and_repair, with_citation
+from grounding.citations import CitedAnswer, check_and_repair, with_citation, without_citations
 
 AnswerMode = Literal["auto", "generate", "extract"]
 ANSWER_MODES: tuple[AnswerMode, ...] = ("auto", "generate", "extract")
@@ -48,7 +48,7 @@ class Evidence:
 
 def best_evidence(readings: Sequence[Evidence]) -> Evidence | None:
     """The source whose span the reader believes most (a span, not an empty choice)."""
-    spans = [r for r in readings if r.text.strip()]
+    spans = [r for r in readings if without_citations(r.text)]
     return max(spans, key=lambda r: r.margin) if spans else None
 
 

@@ -103,3 +103,20 @@ def test_no_span_anywhere_is_no_answer() -> None:
 def test_citation_helpers() -> None:
     assert cited("a [2] b [1] c [2]") == [2, 1]
     assert without_citations("It is X [1][2].") == "It is X."
+
+
+def test_an_extracted_span_never_serves_the_documents_own_reference_numbers() -> None:
+    """A paper's "[39]" inside the reader's span would read as a citation of source 39 (or of
+    whichever source happens to have that number): it is dropped, and the span's own source is
+    the only citation served."""
+    paper = ["Statins lower LDL cholesterol by 30% [39] in most adults [2].", "Unrelated text."]
+    span = "lower LDL cholesterol by 30% [39]"
+    readings = [Evidence(1, span, 7, 7 + len(span), span_score=8.0, null_score=0.0)]
+    decision = plan("extract", readings, MODEL, top_similarity=0.8, question_coverage=1.0)
+    settled = settle(decision, None, paper, generator_abstained=False, min_support=0.5)
+    assert settled.text == "lower LDL cholesterol by 30% [1]" and settled.citations == [1]
+    only_numbers = [Evidence(1, "[39]", 29, 33, span_score=8.0, null_score=0.0)]
+    assert (
+        plan("extract", only_numbers, MODEL, top_similarity=0.8, question_coverage=1.0).evidence
+        is None
+    )
