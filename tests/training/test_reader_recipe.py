@@ -208,3 +208,34 @@ def test_ragdock_train_dispatches_a_reader_config(tmp_path: Path) -> None:
     assert read_reader_manifest(cfg.output_dir).training.steps == 2
     bad = CliRunner().invoke(app, ["run", str(path), "optim.learning_rate=1"])
     assert bad.exit_code == 2 and "unknown key" in bad.output
+
+
+def test_init_from_starts_from_a_finished_reader_and_records_it(
+    trained: Path, tmp_path: Path
+) -> None:
+    """More epochs on a reader whose checkpoints are gone: the new run's first weights are the
+    parent's (as stored), and its manifest names the parent by digest and counts its steps."""
+    from safetensors.torch import load_file
+
+    parent = read_reader_manifest(trained)
+    cfg = config(tmp_path, "child", optim={"max_steps": 2}).model_copy(
+        update={"init_from": trained}
+    )
+    recipe = ReaderRecipe(cfg, progress=False)
+    recipe.setup()
+    try:
+        stored = load_file(str(trained / WEIGHTS))
+        params = dict(recipe.model.named_parameters())
+        for name, tensor in stored.items():
+            assert torch.allclose(params[name].detach(), tensor.to(params[name].dtype)), name
+    finally:
+        recipe.cleanup()
+    run(cfg, progress=False)
+    child = read_reader_manifest(cfg.output_dir).training.init_from
+    assert child is not None
+    assert child.weights_sha256 == parent.weights.sha256
+    assert child.trained_steps == parent.weights.from_step == 30
+
+    other = config(tmp_path, "full").model_copy(update={"init_from": trained, "method": "full"})
+    with pytest.raises(ValueError, match="is a lora reader"):
+        ReaderRecipe(other, progress=False).setup()
