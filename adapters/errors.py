@@ -41,3 +41,15 @@ class ReportNotVerifiedError(PromotionRefusedError):
     does not verify, or measured for another version): kept as evidence, it promotes nothing."""
 
     code = "report_not_verified"
+
+
+class ReaderValidationError(RegistryError):
+    """A reader directory the reader registry refuses: no valid manifest, or weights that are
+    not the ones its manifest records."""
+
+    code = "invalid_reader"
+
+
+class ReaderNotFoundError(RegistryError):
+    status_code = 404
+    code = "reader_not_found"

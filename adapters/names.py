@@ -16,11 +16,15 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _VERSION_LIKE = re.compile(r"^v\d+$")
 
 
-def check_name(name: str) -> str:
-    """Raises InvalidNameError unless `name` is lowercase letters, digits, '-' or '_'."""
+def check_name(name: str, *, kind: str = "adapter") -> str:
+    """Raises InvalidNameError unless `name` is lowercase letters, digits, '-' or '_'.
+
+    Args:
+        kind: what is named (`adapter`, `reader`), for the message.
+    """
     if not _NAME.match(name):
         raise InvalidNameError(
-            f"adapter name {name!r} is not allowed: use 1-63 lowercase letters, digits, '-' or "
+            f"{kind} name {name!r} is not allowed: use 1-63 lowercase letters, digits, '-' or "
             "'_', starting with a letter or digit",
             param="name",
         )
