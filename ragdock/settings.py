@@ -235,8 +235,15 @@ class Settings(BaseSettings):
         # the reader-less path on every metric yet (README, "The grounding reader").
         "none",
         description="The grounding reader that reads every retrieved source and decides answer / "
-        "extract / abstain: a trained reader's directory, `auto` (the reader shipped in "
-        "adapters/demo/reader) or `none` (the generator's own first token decides).",
+        "extract / abstain: `NAME@ALIAS` or `NAME@VERSION` (a reader in the reader registry, "
+        "`ragdock readers`), `auto` (the registry's `reader@prod` when it exists, else the "
+        "reader shipped in adapters/demo/reader), a trained reader's directory, or `none` (the "
+        "generator's own first token decides). Read at start: restart to load a new promotion.",
+    )
+    reader_promotion_gate: Path | None = Field(
+        None,
+        description="The gate file reader promotions are judged by, on the figures of the "
+        "reader's manifest stored at push. Default: eval/suites/reader.gate.yaml.",
     )
     reader_min_score: float = Field(
         0.15,
@@ -492,6 +499,11 @@ class Settings(BaseSettings):
     @property
     def registry_dir(self) -> Path:
         return self.adapters_dir or self.home / "adapters"
+
+    @property
+    def reader_registry_dir(self) -> Path:
+        """Reader versions' files: beside the adapters, so replicas share them on one volume."""
+        return self.registry_dir / ".readers"
 
     @property
     def signing_key_path(self) -> Path:

@@ -17,6 +17,7 @@ from retrieval.cli import app as retrieval_app
 from retrieval.ingest_cli import ingest
 from retrieval.sources_cli import app as sources_app
 from server.cli import serve, up
+from server.readers_cli import app as readers_app
 from server.worker_cli import worker
 from training.cli import app as train_app
 
@@ -32,6 +33,7 @@ app.command(help="Run sync jobs of sources, without serving HTTP.")(worker)
 app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(readers_app, name="readers")
 app.command(help="Ingest files into a collection of a running gateway, with progress.")(ingest)
 app.add_typer(sources_app, name="sources", help="Folder and SQL sources, synced by jobs.")
 app.add_typer(train_app, name="train")

@@ -43,6 +43,7 @@ from server.rag.judge import AnswerJudge
 from server.rag.reading import SourceReader, reader_directory
 from server.rag.service import RagService
 from server.rag.step import GroundingStep
+from server.reader_setup import open_reader_registry
 from server.sources_api import router as sources_router
 from server.sources_api.service import SourceMetrics, SourceService
 
@@ -164,7 +165,8 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         if retriever
         else None
     )
-    reader_dir = reader_directory(settings.reader) if retriever else None
+    readers = open_reader_registry(settings, control)
+    reader_dir = reader_directory(settings.reader, readers) if retriever else None
     # Loaded here, not on the first request: seconds of work, and a wrong reader fails at start.
     reader = (
         SourceReader.load(reader_dir, metrics, threads=settings.reader_threads)
@@ -242,6 +244,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     )
     app.state.rag_service = rag
     app.state.reader = reader
+    app.state.reader_registry = readers
     app.state.document_service = (
         DocumentService(
             retriever,

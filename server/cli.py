@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
-from adapters.errors import PromotionRefusedError
+from adapters.errors import PromotionRefusedError, RegistryError
 from engine.cli import wait_with_progress
 from engine.launcher import EngineLaunchSpec, EngineProcess, EngineStartError
 from engine.model_build import ModelBuildError, resolve_model_dir
@@ -27,9 +27,10 @@ from ragdock.contracts.adapter_manifest import read_adapter_manifest
 from ragdock.redact import MaskingFormatter, mask_credentials
 from ragdock.settings import Settings
 from server.adapters_api.service import AdapterService, actor_id
-from server.app import build_app
+from server.app import build_app, open_control
 from server.auth import PLATFORM, Principal
 from server.http_limits import server_config
+from server.reader_setup import open_reader_registry, register_shipped_reader
 
 console = Console(stderr=True)
 
@@ -53,6 +54,7 @@ def up(
     """Build the model if needed, start vLLM, serve the gateway; Ctrl-C stops both."""
     settings = _load(config, engine_url=engine_url, host=host, port=port)
     _refuse_a_second_owner(settings)  # before minutes of engine start, not after
+    _register_shipped_reader(settings)  # before the gateway resolves RAGDOCK_READER=auto
     engine: EngineProcess | None = None
     try:
         if settings.engine_url is None:
@@ -98,6 +100,20 @@ def _refuse_a_second_owner(settings: Settings) -> None:
     except StoreInUseError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
+
+
+def _register_shipped_reader(settings: Settings) -> None:
+    """Push the repo's reader into the registry and promote it to `reader@prod` when its gate
+    passes (see `register_shipped_reader`); a failure is reported, and `up` goes on."""
+    control = open_control(settings)
+    try:
+        readers = open_reader_registry(settings, control)
+        line = register_shipped_reader(readers, actor=actor_id(OPERATOR))
+        console.print(f"  reader: {escape(line)}")
+    except RegistryError as exc:
+        console.print(f"[yellow]shipped reader not registered[/]: {escape(exc.message)}")
+    finally:
+        control.close()
 
 
 def _load(config: Path | None, **overrides: object) -> Settings:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.errors import ReaderNotFoundError
+from adapters.reader_registry import DEFAULT_READER, ReaderRegistry
 from grounding.policy import AnswerMode, DecisionModel, Evidence, Plan, SourceReaderModel, plan
 from server.metrics import GatewayMetrics
 from server.rag.protocol import ReaderVerdict, Source
@@ -26,22 +29,54 @@ log = logging.getLogger(__name__)
 # its no-answer score (margin > 0), i.e. probability 0.5 of a logistic over the margin alone.
 UNCALIBRATED = DecisionModel(("reader_margin",), (1.0,), 0.0, 0.5)
 SHIPPED_READER = Path(__file__).resolve().parents[2] / "adapters" / "demo" / "reader"
+# What `auto` looks for in the registry before it falls back to the shipped directory.
+PROMOTED_ALIAS = "prod"
+# `NAME@ALIAS` or `NAME@VERSION`: the names and labels `adapters.names` allows.
+_REGISTRY_REF = re.compile(r"([a-z0-9][a-z0-9_-]{0,62})@([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
 
 
-def reader_directory(setting: str) -> Path | None:
+def reader_directory(setting: str, registry: ReaderRegistry | None = None) -> Path | None:
     """The reader directory a `reader` setting names (None: no reader).
+
+    Args:
+        setting: `none`; `auto` (the registry's `reader@prod` when it has one, else the shipped
+            reader); `NAME@ALIAS` or `NAME@VERSION` in the registry; or a reader directory.
+            A directory that exists wins over the registry form (a path may hold an `@`).
+        registry: the reader registry; without one `auto` means the shipped reader.
 
     Raises:
         FileNotFoundError: a path that is not a reader directory.
+        ReaderNotFoundError: a `NAME@SELECTOR` the registry does not hold (or no registry).
     """
     if setting == "none":
         return None
     if setting == "auto":
+        promoted = _promoted(registry, DEFAULT_READER) if registry is not None else None
+        if promoted is not None:
+            return promoted
         return SHIPPED_READER if (SHIPPED_READER / "manifest.json").is_file() else None
     path = Path(setting).expanduser()
+    ref = _REGISTRY_REF.fullmatch(setting)
+    if ref is not None and not path.exists():
+        if registry is None:
+            raise ReaderNotFoundError(
+                f"RAGDOCK_READER={setting}: no reader registry to look it up in", param="reader"
+            )
+        version = registry.resolve(ref[1], ref[2])
+        log.info("reader %s is %s", setting, version.ref)
+        return version.path
     if not (path / "manifest.json").is_file():
         raise FileNotFoundError(f"RAGDOCK_READER={setting}: no reader manifest.json there")
     return path
+
+
+def _promoted(registry: ReaderRegistry, name: str) -> Path | None:
+    try:
+        version = registry.resolve(name, PROMOTED_ALIAS)
+    except ReaderNotFoundError:
+        return None
+    log.info("reader auto is %s (%s@%s)", version.ref, name, PROMOTED_ALIAS)
+    return version.path
 
 
 @dataclass(frozen=True)
