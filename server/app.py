@@ -44,6 +44,7 @@ from server.rag.reading import SourceReader, reader_directory
 from server.rag.service import RagService
 from server.rag.step import GroundingStep
 from server.reader_setup import open_reader_registry
+from server.readers_api import router as readers_router
 from server.sources_api import router as sources_router
 from server.sources_api.service import SourceMetrics, SourceService
 
@@ -270,6 +271,7 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
     app.include_router(status_api.router)
     app.include_router(openai_router.router)
     app.include_router(adapters_router.router)
+    app.include_router(readers_router.router)
     app.include_router(documents_router.router)
     app.include_router(sources_router.router)
     if settings.console:

@@ -61,6 +61,14 @@ ROUTE_SCOPES = {
     ("POST", "/v1/adapters/{name}/{version}/promote"): "admin",
     ("POST", "/v1/adapters/{name}/rollback"): "admin",
     ("DELETE", "/v1/adapters/{name}/{version}"): "admin",
+    ("GET", "/v1/readers"): "admin",
+    ("POST", "/v1/readers"): "platform",
+    ("GET", "/v1/readers/{name}"): "admin",
+    ("GET", "/v1/readers/{name}/audit"): "admin",
+    ("GET", "/v1/readers/{name}/{version}"): "admin",
+    ("POST", "/v1/readers/{name}/{version}/promote"): "platform",
+    ("POST", "/v1/readers/{name}/rollback"): "platform",
+    ("DELETE", "/v1/readers/{name}/{version}"): "platform",
 }
 # One key per scope, tenant "acme"; and a second tenant with an admin and an ingest key.
 KEYS = {

@@ -1,0 +1,1 @@
+"""`/v1/readers`: the reader registry over HTTP (router / protocol / service)."""
