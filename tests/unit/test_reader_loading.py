@@ -181,3 +181,21 @@ def test_the_cli_refuses_a_gated_promotion_unless_forced(
     forced = run("promote", "weak", "v1", "--force", "--reason", "a trial")
     assert forced.exit_code == 0, forced.output
     assert '"forced": true' in run("audit", "weak").output
+
+
+@pytest.mark.embedder  # the reader runs on the installed MiniLM weights
+def test_the_promoted_copy_loads_as_the_gateway_loads_it(readers: ReaderRegistry) -> None:
+    from server.metrics import GatewayMetrics
+    from server.rag.reading import SourceReader
+
+    register_shipped_reader(readers, actor=UP)
+    directory = reader_directory("auto", readers)
+    assert directory is not None and directory != SHIPPED_READER
+    loaded = SourceReader.load(directory, GatewayMetrics(), threads=1)
+    try:
+        assert loaded.calibrated
+        chunk = "The ragdock gateway listens on port 8000 by default."
+        (evidence,) = loaded.reader.evidence("Which port does the gateway listen on?", [chunk])
+        assert "8000" in evidence.text
+    finally:
+        loaded.close()
