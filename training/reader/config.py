@@ -65,6 +65,11 @@ class ReaderData(_Section):
     stride: int = Field(128, ge=0, description="Tokens shared by a long context's windows.")
     max_question_tokens: int = Field(64, ge=4)
     hard_negatives: int = Field(1, ge=0, description="Hard-negative paragraphs per question.")
+    swapped_negatives: bool = Field(
+        False,
+        description="Also train on each answerable question with a name or number swapped for "
+        "one its paragraph lacks, labelled no answer (SQuAD 2.0's adversarial kind).",
+    )
     max_train_questions: int | None = Field(None, ge=1, description="Seeded subset (tests).")
 
     @model_validator(mode="after")

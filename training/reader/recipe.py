@@ -253,6 +253,7 @@ class ReaderRecipe:
             hard_negatives_per_question=cfg.data.hard_negatives,
             max_questions=cfg.data.max_train_questions,
             seed=cfg.seed,
+            swapped=cfg.data.swapped_negatives,
         )
         self.train_windows: list[Window] = make_windows(self.tokenizer, pairs, self.settings)
         self.validation = self._eval_set("validation", cfg.eval.max_questions)
@@ -261,6 +262,7 @@ class ReaderRecipe:
                 "questions": sum(1 for p in pairs if p.kind == "gold"),
                 "answerable": sum(1 for p in pairs if p.kind == "gold" and p.question.answerable),
                 "hard_negatives": sum(1 for p in pairs if p.kind == "hard_negative"),
+                "swapped": sum(1 for p in pairs if p.kind == "swapped"),
                 "windows": len(self.train_windows),
                 "answer_windows": sum(1 for w in self.train_windows if w.start > 0),
             }
