@@ -5,6 +5,9 @@
 #
 #   scripts/reader-ablation.sh [READER_DIR] [OUT_DIR]
 #
+# RAGDOCK_ABLATION_ONLY=without (or with) measures one gateway only, with its own engine: the
+# reader-less row does not depend on the reader, so it can be measured while one trains.
+#
 # Needs the RAFT data (`ragdock train build-raft`, see scripts/flagship.sh) and a reader
 # (default: the shipped adapters/demo/reader). The adapter asked is the shipped grounded@v1.
 set -euo pipefail
@@ -30,24 +33,34 @@ wait_ready() {  # wait_ready PORT PID LOG
   echo "the gateway on port $1 did not become ready"; exit 1
 }
 
-RAGDOCK_READER=$reader RAGDOCK_ENGINE_PORT=$engine_port RAGDOCK_DATA_DIR="$out/with/data" \
-  RAGDOCK_ADAPTERS_DIR="$out/with/adapters" RAGDOCK_DEMO_DOCUMENTS=false \
-  $ragdock up --port "$with_port" >"$out/with.log" 2>&1 &
-pids+=($!)
-wait_ready "$with_port" "${pids[0]}" "$out/with.log"
-RAGDOCK_READER=none RAGDOCK_DATA_DIR="$out/without/data" RAGDOCK_ADAPTERS_DIR="$out/without/adapters" \
-  RAGDOCK_DEMO_DOCUMENTS=false \
-  $ragdock up --engine-url "http://127.0.0.1:$engine_port" --port "$without_port" >"$out/without.log" 2>&1 &
-pids+=($!)
-wait_ready "$without_port" "${pids[1]}" "$out/without.log"
-
+only=${RAGDOCK_ABLATION_ONLY:-}
 common=(--model "${RAGDOCK_ABLATION_MODEL:-grounded@v1}" --holdout runs/raft-squad2/holdout.jsonl --corpus "$squad"
-        --max-questions "${RAGDOCK_ABLATION_QUESTIONS:-200}" --top-k 4 --max-tokens 48)
-HF_HUB_OFFLINE=1 .venv/bin/python -m eval.reader_ablation --gateway "http://127.0.0.1:$without_port" \
-  "${common[@]}" --json "$out/without.json" | tee "$out/without.md"
-HF_HUB_OFFLINE=1 .venv/bin/python -m eval.reader_ablation --gateway "http://127.0.0.1:$with_port" \
-  "${common[@]}" \
-  --setting 'generate, no support check={"answer_mode": "generate", "min_support": 0.0}' \
-  --setting 'generate={"answer_mode": "generate"}' \
-  --setting 'extract={"answer_mode": "extract"}' \
-  --json "$out/with.json" | tee "$out/with.md"
+        --max-questions "${RAGDOCK_ABLATION_QUESTIONS:-200}" --top-k "${RAGDOCK_ABLATION_TOP_K:-5}" --max-tokens 48)
+
+if [[ $only != without ]]; then
+  RAGDOCK_READER=$reader RAGDOCK_ENGINE_PORT=$engine_port RAGDOCK_DATA_DIR="$out/with/data" \
+    RAGDOCK_ADAPTERS_DIR="$out/with/adapters" RAGDOCK_DEMO_DOCUMENTS=false \
+    $ragdock up --port "$with_port" >"$out/with.log" 2>&1 &
+  pids+=($!)
+  wait_ready "$with_port" "${pids[-1]}" "$out/with.log"
+  engine=(--engine-url "http://127.0.0.1:$engine_port")
+else
+  engine=()
+fi
+if [[ $only != with ]]; then
+  RAGDOCK_READER=none RAGDOCK_ENGINE_PORT=$engine_port RAGDOCK_DATA_DIR="$out/without/data" \
+    RAGDOCK_ADAPTERS_DIR="$out/without/adapters" RAGDOCK_DEMO_DOCUMENTS=false \
+    $ragdock up "${engine[@]}" --port "$without_port" >"$out/without.log" 2>&1 &
+  pids+=($!)
+  wait_ready "$without_port" "${pids[-1]}" "$out/without.log"
+  HF_HUB_OFFLINE=1 .venv/bin/python -m eval.reader_ablation --gateway "http://127.0.0.1:$without_port" \
+    "${common[@]}" --json "$out/without.json" | tee "$out/without.md"
+fi
+if [[ $only != without ]]; then
+  HF_HUB_OFFLINE=1 .venv/bin/python -m eval.reader_ablation --gateway "http://127.0.0.1:$with_port" \
+    "${common[@]}" \
+    --setting 'generate, no support check={"answer_mode": "generate", "min_support": 0.0}' \
+    --setting 'generate={"answer_mode": "generate"}' \
+    --setting 'extract={"answer_mode": "extract"}' \
+    --json "$out/with.json" | tee "$out/with.md"
+fi
