@@ -239,3 +239,29 @@ def test_init_from_starts_from_a_finished_reader_and_records_it(
     other = config(tmp_path, "full").model_copy(update={"init_from": trained, "method": "full"})
     with pytest.raises(ValueError, match="is a lora reader"):
         ReaderRecipe(other, progress=False).setup()
+
+
+def test_calibrate_reader_reads_every_named_split_through_the_gateways_retrieval(
+    trained: Path, tmp_path: Path
+) -> None:
+    """`ragdock eval calibrate-reader --split calibration,validation` retrieves each question's
+    sources with the gateway's Retriever (embedded Qdrant, hybrid) and reads them; the tiny
+    corpus has too few questions of each class to fit on, which it says, writing nothing."""
+    import shutil
+
+    from eval.cli import app as eval_app
+
+    reader = tmp_path / "reader"
+    shutil.copytree(trained, reader)
+    before = (reader / "manifest.json").read_text()
+    runner = CliRunner()
+    result = runner.invoke(eval_app, ["calibrate-reader", str(reader),
+                                      "--split", "calibration,validation"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "cannot calibrate" in result.output and "got 4 and 2" in result.output
+    assert "6/6" in result.output  # both articles' questions were read
+    assert (reader / "manifest.json").read_text() == before
+    unknown = runner.invoke(eval_app, ["calibrate-reader", str(reader), "--split", "holdout"])
+    assert unknown.exit_code == 2 and "no articles in split 'holdout'" in unknown.output
+    wrong = runner.invoke(eval_app, ["calibrate-reader", str(reader), "--retrieval", "bm25"])
+    assert wrong.exit_code == 2 and "--retrieval must be gateway or paragraphs" in wrong.output
