@@ -231,9 +231,11 @@ class Settings(BaseSettings):
         description="RAG switched on per model name: {model: {collection, top_k, min_score}}.",
     )
     reader: str = Field(
-        # Off by default: on held-out SQuAD 2.0 articles no setting of the shipped reader beats
-        # the reader-less path on every metric yet (README, "The grounding reader").
-        "none",
+        # On by default: on held-out SQuAD 2.0 articles the shipped reader in `auto` is at least
+        # as good as the reader-less path on every metric (hallucination equal, F1, false
+        # abstention and CRAG better; README, "The grounding reader"). Tests run without it
+        # unless they ask (tests/conftest.py).
+        "auto",
         description="The grounding reader that reads every retrieved source and decides answer / "
         "extract / abstain: `NAME@ALIAS` or `NAME@VERSION` (a reader in the reader registry, "
         "`ragdock readers`), `auto` (the registry's `reader@prod` when it exists, else the "
