@@ -91,6 +91,11 @@ class ReaderEval(_Section):
     final_max_questions: int | None = Field(
         None, ge=1, description="The same for the final evaluation of the saved weights."
     )
+    seed: int = Field(
+        0,
+        description="Seeds those subsets, apart from the run's seed: runs trained with other "
+        "seeds are evaluated on the same questions.",
+    )
     max_answer_tokens: int = Field(30, ge=1, description="Longest span decoded, in tokens.")
     batch_size: int = Field(64, ge=1, description="Windows per forward at evaluation.")
     select_metric: SelectMetric = Field(

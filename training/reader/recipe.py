@@ -276,7 +276,7 @@ class ReaderRecipe:
             self.settings,
             hard_negatives=self.config.eval.hard_negatives,
             max_questions=max_questions,
-            seed=self.config.seed,
+            seed=self.config.eval.seed,
         )
 
     def _check_raft_holdout(self) -> ReaderDataFile | None:
