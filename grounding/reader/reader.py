@@ -27,6 +27,7 @@ from grounding.reader.model import (
     merged_for_inference,
 )
 from grounding.reader.predict import SpanReading, readings, window_choices
+from grounding.reader.views import View, reading_views
 from grounding.reader.windows import QuestionPair, WindowSettings, make_windows
 from ragdock.contracts.reader import ReaderManifest, read_reader_manifest
 from ragdock.digest import sha256_file
@@ -109,16 +110,20 @@ class Reader:
 
         Args:
             question: the user's question.
-            chunks: the chunk texts (a chunk longer than one window is read as several windows,
-                the one with the largest margin speaking for it).
+            chunks: the chunk texts. A chunk longer than one window is read as several windows,
+                and a chunk holding a markdown table as its prose and one view per row
+                (`views.reading_views`); the window or view with the largest margin speaks for
+                the chunk.
 
         Returns:
-            One reading per chunk, in order: span text, its characters in the chunk, span score,
-            null score and margin.
+            One reading per chunk, in order: span text (the chunk's own characters), its
+            characters in the chunk, span score, null score and margin.
         """
         if not chunks:
             return []
-        pairs = [QuestionPair(question, text) for text in chunks]
+        views = [reading_views(text) for text in chunks]
+        flat = [view for chunk_views in views for view in chunk_views]
+        pairs = [QuestionPair(question, view.text) for view in flat]
         with self._tokenize_lock:
             windows = make_windows(self.tokenizer, pairs, self.settings)
         choices = window_choices(
@@ -128,7 +133,11 @@ class Reader:
             batch_size=self.max_batch,
             max_answer_tokens=self.manifest.decoding.max_answer_tokens,
         )
-        return readings(list(chunks), windows, choices)
+        read = iter(zip(flat, readings([v.text for v in flat], windows, choices), strict=True))
+        return [
+            chunk_reading(text, [next(read) for _ in chunk_views])
+            for text, chunk_views in zip(chunks, views, strict=True)
+        ]
 
     def evidence(self, question: str, chunks: Sequence[str]) -> list[Evidence]:
         """`read`, as the policy's evidence: one per chunk, numbered from 1 like the sources."""
@@ -145,3 +154,25 @@ class Reader:
         return DecisionModel(
             tuple(decision.features), tuple(decision.weights), decision.bias, decision.threshold
         )
+
+
+def chunk_reading(chunk: str, read: Sequence[tuple[View, SpanReading]]) -> SpanReading:
+    """The reading of a chunk from its views' readings: the view with the largest margin whose
+    span maps back to the chunk speaks for it (its span as the chunk's characters); when no
+    view's span does, the largest margin with no span."""
+    mapped = []
+    for view, reading in read:
+        span = (
+            view.chunk_span(reading.start, reading.end)
+            if reading.start is not None and reading.end is not None
+            else None
+        )
+        if span is not None and chunk[span[0] : span[1]].strip():
+            mapped.append((reading, span))
+    if not mapped:
+        best = max((r for _, r in read), key=lambda r: r.margin)
+        return SpanReading("", None, None, best.span_score, best.null_score, best.margin)
+    reading, (start, end) = max(mapped, key=lambda pair: pair[0].margin)
+    return SpanReading(
+        chunk[start:end], start, end, reading.span_score, reading.null_score, reading.margin
+    )

@@ -1,8 +1,8 @@
 """A new user's small handbook (a markdown table, an HTML list, a PDF, written for this test) asked
 one question per fact stated in prose through the shipped reader, the real engine, embedder and
 Qdrant: each is answered with the fact and the citation of the document that states it, streamed
-and not; a question the handbook does not answer is abstained on. (A fact held only in a table
-row is not answered yet: see FACTS.)"""
+and not; questions the handbook does not answer are abstained on, one of them a near miss on its
+table. (A fact held only in a table row is not answered yet: see FACTS.)"""
 
 from __future__ import annotations
 
@@ -37,9 +37,11 @@ BADGES = (
 )
 GENERATOR = "The emergency generator is tested on the first Monday of each month."
 # (question, words the answer must hold, the document that states it). Not yet here: "How often
-# is pump P-101 serviced?", whose fact is a row of the markdown table. The shipped reader, trained
-# on prose only, is abstained on it (probability under its threshold, measured 2026-12-02); the
-# table stays in the handbook so the others are read beside it.
+# is pump P-101 serviced?", whose fact is a row of the markdown table. The reader now reads the
+# table row by row and picks that row's "every 90 days" (margin +0.5; read whole, it took the
+# other row's "30 days"), but the decision, fitted on SQuAD where the top similarity weighs most,
+# gives 0.56 against its 0.618 threshold (measured 2026-12-02), and the same question about a pump
+# the table lacks scores about the same (0.55): lowering the threshold would invent for it.
 FACTS = [
     ("When does the badge office open?", "8:30", "badges"),
     ("When do visitor badges expire?", "12 hours", "badges"),
@@ -114,10 +116,17 @@ def test_every_stated_fact_is_answered_with_its_citation(
     assert cited and all(by_number[n]["doc_id"] == doc_id for n in cited), (text, sources)
 
 
+UNANSWERED = [
+    "Who repairs the elevator in building 4?",
+    "How often is pump P-300 serviced?",  # a near miss: the table lists P-101 and P-205
+]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("question", UNANSWERED, ids=["uncovered", "near-miss"])
 def test_a_question_the_handbook_does_not_answer_is_abstained_on(
-    client: openai.OpenAI, handbook: str, stream: bool
+    client: openai.OpenAI, handbook: str, question: str, stream: bool
 ) -> None:
-    text, grounding, _ = answer(client, handbook, "Who repairs the elevator in building 4?", stream)
+    text, grounding, _ = answer(client, handbook, question, stream)
     assert grounding["status"] == "abstained", (text, grounding)
     assert text.startswith("I don't know")
