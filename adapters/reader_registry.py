@@ -23,8 +23,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,33 +31,23 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from adapters.errors import PromotionRefusedError, ReaderNotFoundError, ReaderValidationError
-from adapters.names import check_alias, check_name, check_version
+from adapters.names import check_alias, check_version
+from adapters.versioned_registry import StoredVersion, VersionedRegistry
 from adapters.versioning import (
     VersionTables,
     fsync_tree,
     label_number,
-    lock_name,
-    mark_deleted,
-    moved_alias,
     new_staging,
     next_label,
     place_staged,
-    read_aliases,
-    read_audit,
-    refuse_delete_under_alias,
     refuse_taken_label,
-    remove_version_files,
-    rolled_back_alias,
-    set_alias,
     sweep,
-    version_record,
-    write_audit,
     write_json,
 )
 from ragdock.contracts.base import ContractError
 from ragdock.contracts.eval_report import GateVerdict, RuleVerdict
 from ragdock.contracts.reader import READER_MANIFEST_FILE, ReaderManifest, read_reader_manifest
-from ragdock.controlplane import ControlPlane, open_control_plane
+from ragdock.controlplane import ControlPlane
 from ragdock.controlplane.schema import reader_aliases, reader_versions
 
 log = logging.getLogger(__name__)
@@ -86,18 +75,11 @@ def no_reader_gate(manifest: ReaderManifest) -> GateVerdict:
 
 
 @dataclass(frozen=True)
-class ReaderVersion:
-    name: str
-    version: str
-    path: Path
-    record: dict[str, Any]
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
+class ReaderVersion(StoredVersion):
+    """A live reader version; `ref` is what RAGDOCK_READER names it by."""
 
 
-class ReaderRegistry:
+class ReaderRegistry(VersionedRegistry[ReaderVersion]):
     """Reader versions, aliases and their audit log.
 
     Args:
@@ -107,6 +89,10 @@ class ReaderRegistry:
         judge: the gate's verdict on a version's manifest; default: nothing passes.
     """
 
+    tables = READERS
+    version_type = ReaderVersion
+    missing_version_param = "version"
+
     def __init__(
         self,
         root: Path,
@@ -114,53 +100,10 @@ class ReaderRegistry:
         control: ControlPlane | None = None,
         judge: ReaderJudge = no_reader_gate,
     ) -> None:
-        self.root = root
         self.judge = judge
-        root.mkdir(parents=True, exist_ok=True)
-        self._owns_control = control is None
-        self.control = control or open_control_plane(None, root / ".registry")
-        # Test hook: called with a step name inside push and promote, to simulate a crash there
-        # (raise a BaseException: the open transaction rolls back, as a crash's would).
-        self.fault: Callable[[str], None] = lambda step: None
+        super().__init__(root, control)
 
     # --- reads ------------------------------------------------------------------------------
-    def names(self) -> list[str]:
-        """Reader names with a live version."""
-        t = reader_versions
-        with self.control.read() as conn:
-            rows = conn.execute(select(t.c.name).where(t.c.deleted_at.is_(None)).distinct())
-            return sorted(rows.scalars())
-
-    def versions(self, name: str) -> list[ReaderVersion]:
-        t = reader_versions
-        query = (
-            select(t.c.version, t.c.record)
-            .where(t.c.name == _checked_name(name), t.c.deleted_at.is_(None))
-            .order_by(t.c.pushed_at, t.c.version)
-        )
-        with self.control.read() as conn:
-            rows = conn.execute(query).all()
-        return [self._version(name, version, record) for version, record in rows]
-
-    def get(self, name: str, version: str) -> ReaderVersion:
-        """Raises ReaderNotFoundError when the version does not exist (or was deleted)."""
-        with self.control.read() as conn:
-            return self._get(conn, name, version)
-
-    def aliases(self, name: str) -> dict[str, dict[str, Any]]:
-        with self.control.read() as conn:
-            return read_aliases(conn, READERS, _checked_name(name))
-
-    def resolve(self, name: str, selector: str) -> ReaderVersion:
-        """A version by its label or through an alias (one consistent read).
-
-        Raises:
-            ReaderNotFoundError: neither a version nor an alias of `name`.
-        """
-        with self.control.read() as conn:
-            alias = read_aliases(conn, READERS, _checked_name(name)).get(selector)
-            return self._get(conn, name, alias["version"] if alias else selector)
-
     def manifest(self, version: ReaderVersion) -> ReaderManifest | None:
         """The manifest as validated and stored at push; None when this ragdock cannot read it
         any more (logged: it cannot promote)."""
@@ -171,9 +114,6 @@ class ReaderRegistry:
         """The gate's verdict on the version, as promote would reach it now."""
         manifest = self.manifest(version)
         return self.judge(manifest) if manifest is not None else _unreadable(version.ref)
-
-    def audit_entries(self, name: str | None = None) -> list[dict[str, Any]]:
-        return read_audit(self.control, READERS.kind, name)
 
     # --- writes -----------------------------------------------------------------------------
     def push(
@@ -186,7 +126,7 @@ class ReaderRegistry:
                 manifest records (sha256, size).
             AdapterConflictError: the label was ever used (labels are never reused).
         """
-        _checked_name(name)
+        self._checked_name(name)
         if version is not None:
             check_version(version)
         _checked_manifest(source)  # early: before a staging directory exists
@@ -249,80 +189,22 @@ class ReaderRegistry:
                     "it again, or have a platform admin force it (recorded in the audit log)",
                     param="version",
                 )
-            entry = moved_alias(conn, READERS, name, alias, version)
-            self.fault("checked")
-            set_alias(conn, READERS, name, alias, entry, self.control.now(conn))
-            detail: dict[str, Any] = {"forced": force and not gate.passed, "gate": gate.name,
-                                      "failed": gate.failed_rules()}  # fmt: skip
-            if reason:
-                detail["reason"] = reason
-            self._audit(conn, actor, "promote", name, version=version, alias=alias, detail=detail)
-            self.fault("aliased")
-        return entry
+            detail = {"forced": force and not gate.passed, "gate": gate.name,
+                      "failed": gate.failed_rules()}  # fmt: skip
+            return self._promote_checked(
+                conn, name, version, alias, actor=actor, detail=detail, reason=reason
+            )
 
     def rollback(self, name: str, alias: str, *, actor: str) -> dict[str, Any]:
         """Point `alias` back at the version it pointed at before.
 
         Raises:
+            InvalidNameError: `name` is not a reader name (the adapter registry, unlike this
+                one, reads such a name as having no such alias).
             ReaderNotFoundError: the alias does not exist.
             AdapterConflictError: the alias has no earlier version, or it was deleted.
         """
-        with self._transaction(name) as conn:
-            entry, moved_from = rolled_back_alias(conn, READERS, name, check_alias(alias))
-            set_alias(conn, READERS, name, alias, entry, self.control.now(conn))
-            self._audit(conn, actor, "rollback", name, version=entry["version"], alias=alias,
-                        detail={"from": moved_from})  # fmt: skip
-        return entry
-
-    def delete(self, name: str, version: str, *, actor: str) -> None:
-        """Delete a version; its label stays taken. The record goes first, the files after.
-
-        Raises:
-            ReaderNotFoundError: the version does not exist.
-            AdapterConflictError: an alias points at the version.
-        """
-        with self._transaction(name) as conn:
-            target = self._get(conn, name, version)
-            refuse_delete_under_alias(conn, READERS, name, version)
-            mark_deleted(conn, READERS, name, version, self.control.now(conn))
-            self._audit(conn, actor, "delete", name, version=version)
-        # From here the row says deleted; a crash before the files go leaves files no record
-        # points at, which the next push of this name sweeps.
-        remove_version_files(target.path)
-
-    def close(self) -> None:
-        if self._owns_control:
-            self.control.close()
-
-    # --- internals --------------------------------------------------------------------------
-    @contextmanager
-    def _transaction(self, name: str) -> Iterator[Connection]:
-        """A write transaction holding this reader name's lock (see `lock_name`)."""
-        with self.control.write() as conn:
-            lock_name(self.control, conn, READERS.kind, _checked_name(name))
-            yield conn
-
-    def _get(self, conn: Connection, name: str, version: str) -> ReaderVersion:
-        record = version_record(
-            conn, READERS, _checked_name(name), check_version(version), live=True
-        )
-        if record is None:
-            raise ReaderNotFoundError(f"reader {name}@{version} does not exist", param="version")
-        return self._version(name, version, record)
-
-    def _version(self, name: str, version: str, record: str) -> ReaderVersion:
-        return ReaderVersion(name, version, self.root / name / version, json.loads(record))
-
-    def _audit(
-        self, conn: Connection, actor: str, action: str, name: str, *, version: str | None = None,
-        alias: str | None = None, detail: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        write_audit(conn, self.control, READERS.kind, actor, action, name, version=version,
-                    alias=alias, detail=detail)  # fmt: skip
-
-
-def _checked_name(name: str) -> str:
-    return check_name(name, kind="reader")
+        return super().rollback(self._checked_name(name), alias, actor=actor)
 
 
 def _checked_manifest(directory: Path) -> ReaderManifest:

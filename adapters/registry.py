@@ -30,8 +30,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,34 +46,25 @@ from adapters.errors import (
 )
 from adapters.names import check_alias, check_name, check_version
 from adapters.validation import AdapterInfo, AdapterLimits, validate_adapter_dir
+from adapters.versioned_registry import StoredVersion, VersionedRegistry
 from adapters.versioning import (
     VersionTables,
     fsync_dir,
     fsync_tree,
     has_live_version,
     label_number,
-    lock_name,
-    mark_deleted,
-    moved_alias,
     new_staging,
     next_label,
     place_staged,
-    read_aliases,
-    read_audit,
-    refuse_delete_under_alias,
     refuse_taken_label,
-    remove_version_files,
-    rolled_back_alias,
     set_alias,
     sweep,
-    version_record,
-    write_audit,
     write_json,
 )
 from ragdock.contracts.adapter_manifest import AdapterManifest, read_adapter_manifest
 from ragdock.contracts.base import ContractError
 from ragdock.contracts.eval_report import EvalReport, PlatformVerdict, parse_eval_report
-from ragdock.controlplane import ControlPlane, open_control_plane
+from ragdock.controlplane import ControlPlane
 from ragdock.controlplane.schema import (
     adapter_aliases,
     adapter_owners,
@@ -110,18 +100,16 @@ def no_platform_key(report: EvalReport | None, name: str, version: str) -> Platf
 
 
 @dataclass(frozen=True)
-class AdapterVersion:
-    name: str
-    version: str
-    path: Path
-    record: dict[str, Any]
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
+class AdapterVersion(StoredVersion):
+    """A live adapter version; `ref` is the model name that requests it."""
 
 
-class AdapterRegistry:
+class AdapterRegistry(VersionedRegistry[AdapterVersion]):
+    tables = ADAPTERS
+    version_type = AdapterVersion
+    # A missing version is reached through a request's `model` field.
+    missing_version_param = "model"
+
     def __init__(
         self,
         root: Path,
@@ -144,28 +132,18 @@ class AdapterRegistry:
             judge: the platform's verdict on a version's eval report (what promote reads);
                 default: none verifies.
         """
-        self.root = root
         self.judge = judge
         self.limits = limits
         self.base = base
         self.engine_base_name = engine_base_name
-        root.mkdir(parents=True, exist_ok=True)
-        self._owns_control = control is None
-        self.control = control or open_control_plane(None, root / ".registry")
-        # Test hook: called with a step name inside push and promote, to simulate a crash
-        # there (raise a BaseException: the open transaction is rolled back, as a crash would).
-        self.fault: Callable[[str], None] = lambda step: None
+        super().__init__(root, control)
         self._import_files()
 
     # --- reads ----------------------------------------------------------------------------
     def names(self, viewer: str | None = None) -> list[str]:
         """Adapter names with a live version; with `viewer` (a tenant), only those it may use."""
         with self.control.read() as conn:
-            rows = conn.execute(
-                select(adapter_versions.c.name)
-                .where(adapter_versions.c.deleted_at.is_(None))
-                .distinct()
-            ).scalars()
+            rows = self._live_names(conn)
             owners = _owners(conn)
         return sorted(n for n in rows if viewer is None or usable_by(owners.get(n), viewer))
 
@@ -178,37 +156,6 @@ class AdapterRegistry:
     def may_use(self, name: str, viewer: str | None) -> bool:
         """Whether tenant `viewer` may serve or see the adapter (None: a platform admin)."""
         return viewer is None or usable_by(self.ownership(name), viewer)
-
-    def versions(self, name: str) -> list[AdapterVersion]:
-        with self.control.read() as conn:
-            rows = conn.execute(
-                select(adapter_versions.c.version, adapter_versions.c.record)
-                .where(
-                    adapter_versions.c.name == check_name(name),
-                    adapter_versions.c.deleted_at.is_(None),
-                )
-                .order_by(adapter_versions.c.pushed_at, adapter_versions.c.version)
-            ).all()
-        return [self._version(name, version, record) for version, record in rows]
-
-    def get(self, name: str, version: str) -> AdapterVersion:
-        """Raises AdapterNotFoundError when the version does not exist."""
-        with self.control.read() as conn:
-            return self._get(conn, name, version)
-
-    def aliases(self, name: str) -> dict[str, dict[str, Any]]:
-        with self.control.read() as conn:
-            return read_aliases(conn, ADAPTERS, check_name(name))
-
-    def resolve(self, name: str, selector: str) -> AdapterVersion:
-        """A version by its label or through an alias (one consistent read).
-
-        Raises:
-            AdapterNotFoundError: neither a version nor an alias of `name`.
-        """
-        with self.control.read() as conn:
-            alias = read_aliases(conn, ADAPTERS, check_name(name)).get(selector)
-            return self._get(conn, name, alias["version"] if alias else selector)
 
     def manifest(self, version: AdapterVersion) -> AdapterManifest | None:
         """The version's training manifest (migrated to the current shape); None when it was
@@ -233,9 +180,6 @@ class AdapterRegistry:
     def verdict(self, version: AdapterVersion) -> PlatformVerdict:
         """The platform's verdict on the version's eval report, as promote would reach it now."""
         return self.judge(self.eval_report(version), version.name, version.version)
-
-    def audit_entries(self, name: str | None = None) -> list[dict[str, Any]]:
-        return read_audit(self.control, ADAPTERS.kind, name)
 
     # --- writes ---------------------------------------------------------------------------
     def push(
@@ -377,71 +321,16 @@ class AdapterRegistry:
                     "(recorded in the audit log)",
                     param="version",
                 )
-            entry = moved_alias(conn, ADAPTERS, name, alias, version)
-            self.fault("checked")
-            set_alias(conn, ADAPTERS, name, alias, entry, self.control.now(conn))
             detail = {"forced": force and not verdict.passed, "verdict": verdict.status,
                       "gate": verdict.reason}  # fmt: skip
-            if reason:
-                detail["reason"] = reason
-            self._audit(conn, actor, "promote", name, version=version, alias=alias, detail=detail)
-            self.fault("aliased")
-        return entry
-
-    def rollback(self, name: str, alias: str, *, actor: str) -> dict[str, Any]:
-        """Point `alias` back at the version it pointed at before.
-
-        Raises:
-            AdapterNotFoundError: the alias does not exist.
-            AdapterConflictError: the alias has no earlier version, or it was deleted.
-        """
-        with self._transaction(name) as conn:
-            entry, moved_from = rolled_back_alias(conn, ADAPTERS, name, check_alias(alias))
-            set_alias(conn, ADAPTERS, name, alias, entry, self.control.now(conn))
-            self._audit(
-                conn, actor, "rollback", name, version=entry["version"], alias=alias,
-                detail={"from": moved_from},
-            )  # fmt: skip
-        return entry
-
-    def delete(self, name: str, version: str, *, actor: str) -> None:
-        """Delete a version; its label stays taken. The record goes first, the files after.
-
-        Raises:
-            AdapterNotFoundError: the version does not exist.
-            AdapterConflictError: an alias points at the version.
-        """
-        with self._transaction(name) as conn:
-            target = self._get(conn, name, version)
-            refuse_delete_under_alias(conn, ADAPTERS, name, version)
-            mark_deleted(conn, ADAPTERS, name, version, self.control.now(conn))
-            self._audit(conn, actor, "delete", name, version=version)
-        # The row says deleted from here on; a crash before the files go only leaves files
-        # that no record points at (the next push of this name sweeps them).
-        shutil.rmtree(self.root / RESOLVER_DIR / target.ref, ignore_errors=True)
-        remove_version_files(target.path)
-
-    def close(self) -> None:
-        if self._owns_control:
-            self.control.close()
+            return self._promote_checked(
+                conn, name, version, alias, actor=actor, detail=detail, reason=reason
+            )
 
     # --- internals ------------------------------------------------------------------------
-    @contextmanager
-    def _transaction(self, name: str) -> Iterator[Connection]:
-        """A write transaction that holds this adapter name's lock (PostgreSQL: an advisory
-        transaction lock; SQLite's write transaction locks the whole database anyway)."""
-        with self.control.write() as conn:
-            lock_name(self.control, conn, ADAPTERS.kind, name)
-            yield conn
-
-    def _get(self, conn: Connection, name: str, version: str) -> AdapterVersion:
-        row = version_record(conn, ADAPTERS, check_name(name), check_version(version), live=True)
-        if row is None:
-            raise AdapterNotFoundError(f"adapter {name}@{version} does not exist", param="model")
-        return self._version(name, version, row)
-
-    def _version(self, name: str, version: str, record: str) -> AdapterVersion:
-        return AdapterVersion(name, version, self.root / name / version, json.loads(record))
+    def _remove_files(self, target: AdapterVersion) -> None:
+        shutil.rmtree(self.root / RESOLVER_DIR / target.ref, ignore_errors=True)
+        super()._remove_files(target)
 
     def _publish_for_resolver(self, name: str, version: str, config: dict[str, Any]) -> None:
         if not self.engine_base_name:
@@ -457,13 +346,6 @@ class AdapterRegistry:
         )
         fsync_dir(view)
         fsync_dir(view.parent)
-
-    def _audit(
-        self, conn: Connection, actor: str, action: str, name: str, *, version: str | None = None,
-        alias: str | None = None, detail: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        write_audit(conn, self.control, ADAPTERS.kind, actor, action, name, version=version,
-                    alias=alias, detail=detail)  # fmt: skip
 
     def _import_files(self) -> None:
         """Adopt adapters recorded by the file-only registry this one replaces."""
