@@ -70,8 +70,15 @@ class AdapterList(BaseModel):
     data: list[AdapterOut]
 
 
+# An alias as promote and rollback leave it; the reader API answers with it too. (A comment,
+# not a docstring: pydantic would publish a docstring in the OpenAPI schema.)
 class AliasOut(BaseModel):
     name: str
     alias: str
     version: str
     history: list[str]
+
+    @classmethod
+    def from_entry(cls, name: str, alias: str, entry: dict[str, Any]) -> AliasOut:
+        """From a registry's alias entry ({"version", "history"})."""
+        return cls(name=name, alias=alias, version=entry["version"], history=entry["history"])

@@ -164,7 +164,7 @@ class AdapterService:
         entry = self.registry.promote(
             name, version, alias, actor=actor_id(who), force=force, reason=reason
         )
-        return AliasOut(name=name, alias=alias, version=entry["version"], history=entry["history"])
+        return AliasOut.from_entry(name, alias, entry)
 
     async def rollback(self, name: str, alias: str, who: Principal) -> AliasOut:
         self._manageable(name, who)
@@ -176,7 +176,7 @@ class AdapterService:
         previous = self.registry.get(name, entry["history"][-1])
         await self._loras.ensure_loaded(previous.ref, previous.path)
         moved = self.registry.rollback(name, alias, actor=actor_id(who))
-        return AliasOut(name=name, alias=alias, version=moved["version"], history=moved["history"])
+        return AliasOut.from_entry(name, alias, moved)
 
     async def delete(self, name: str, version: str, who: Principal) -> None:
         self._manageable(name, who)

@@ -50,11 +50,11 @@ class ReaderService:
         entry = self.registry.promote(
             name, version, check_alias(alias), actor=actor_id(who), force=force, reason=reason
         )
-        return AliasOut(name=name, alias=alias, version=entry["version"], history=entry["history"])
+        return AliasOut.from_entry(name, alias, entry)
 
     def rollback(self, name: str, alias: str, who: Principal) -> AliasOut:
         entry = self.registry.rollback(name, alias, actor=actor_id(who))
-        return AliasOut(name=name, alias=alias, version=entry["version"], history=entry["history"])
+        return AliasOut.from_entry(name, alias, entry)
 
     def delete(self, name: str, version: str, who: Principal) -> None:
         self.registry.delete(name, version, actor=actor_id(who))
