@@ -22,7 +22,8 @@ With `--compare-reader READER_DIR` the two paths are instead two gateways in fro
 engine, one with the grounding reader (`RAGDOCK_READER=READER_DIR`) and one without
 (`RAGDOCK_READER=none`), each with the collection ingested: the ratio is what reading the sources
 costs a grounded answer (the reader runs while the engine prefills; a stream it grounds is held
-until the answer is whole, so its time to first token is its latency).
+until the answer is whole, so its time to first token is its latency). Both are asked with the
+retrieval gate and the answer threshold at 0, so every request is generated on both paths.
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ def chat_body(args: argparse.Namespace, question: Question, through_gateway: boo
     if through_gateway:
         body["messages"] = [{"role": "user", "content": question.text}]
         body["rag"] = {"collection": COLLECTION, "top_k": args.top_k}
+        if args.compare_reader:
+            # Both gateways generate for every question: left to its decision, the reader's
+            # abstains before the engine on most of them and the ratio would time abstention.
+            body["rag"].update(min_score=0.0, min_answerability=0.0)
     else:
         body["messages"] = question.direct_messages
     return json.dumps(body).encode()

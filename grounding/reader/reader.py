@@ -27,7 +27,7 @@ from grounding.reader.model import (
     merged_for_inference,
 )
 from grounding.reader.predict import SpanReading, readings, window_choices
-from grounding.reader.views import View, reading_views
+from grounding.reader.views import MAX_ROWS, View, reading_views
 from grounding.reader.windows import QuestionPair, WindowSettings, make_windows
 from ragdock.contracts.reader import ReaderManifest, read_reader_manifest
 from ragdock.digest import sha256_file
@@ -45,15 +45,23 @@ class Reader:
         tokenizer: the base's fast tokenizer.
         manifest: the reader's manifest (windowing and decoding settings).
         max_batch: windows per forward (a request's chunks are read in one forward up to this).
+        max_table_rows: a chunk whose tables hold more rows is read whole, not row by row.
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, manifest: ReaderManifest, *, max_batch: int = 64
+        self,
+        model: Any,
+        tokenizer: Any,
+        manifest: ReaderManifest,
+        *,
+        max_batch: int = 64,
+        max_table_rows: int = MAX_ROWS,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.manifest = manifest
         self.max_batch = max_batch
+        self.max_table_rows = max_table_rows
         decoding = manifest.decoding
         self.settings = WindowSettings(
             decoding.max_seq_len, decoding.stride, decoding.max_question_tokens
@@ -121,7 +129,7 @@ class Reader:
         """
         if not chunks:
             return []
-        views = [reading_views(text) for text in chunks]
+        views = [reading_views(text, max_rows=self.max_table_rows) for text in chunks]
         flat = [view for chunk_views in views for view in chunk_views]
         pairs = [QuestionPair(question, view.text) for view in flat]
         with self._tokenize_lock:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# A table with more rows than this in one chunk is read whole: one forward per row would cost
-# more than the answer is worth (chunks are a few hundred tokens, so this is rarely reached).
-MAX_ROWS = 48
+# A chunk whose tables hold more rows than this is read whole. Each row view repeats the question
+# and the column names, so a chunk read row by row costs a few times its tokens: 16 rows of a
+# 256-token chunk are about 16 windows of ~40 tokens, against one of 256 read whole.
+MAX_ROWS = 16
 _ADDED = -1  # origin of a character the view added (a column name, ": ", ". ")
 
 
