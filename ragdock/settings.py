@@ -240,7 +240,14 @@ class Settings(BaseSettings):
         "extract / abstain: `NAME@ALIAS` or `NAME@VERSION` (a reader in the reader registry, "
         "`ragdock readers`), `auto` (the registry's `reader@prod` when it exists, else the "
         "reader shipped in adapters/demo/reader), a trained reader's directory, or `none` (the "
-        "generator's own first token decides). Read at start: restart to load a new promotion.",
+        "generator's own first token decides). An alias is looked up again every "
+        "reader_reload_s seconds: a promotion or rollback reaches every replica without a restart.",
+    )
+    reader_reload_s: float = Field(
+        30.0,
+        ge=0,
+        description="How often a gateway looks up the reader its `reader` setting names and loads "
+        "it when it changed (the old reader serves meanwhile). 0: only at start.",
     )
     reader_promotion_gate: Path | None = Field(
         None,

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -40,7 +41,8 @@ from server.openai_api import router as openai_router
 from server.openai_api.serving import CompletionService
 from server.quotas import RateBudget, RateLimits, RequestBudget
 from server.rag.judge import AnswerJudge
-from server.rag.reading import SourceReader, reader_directory
+from server.rag.reader_watch import ReaderWatcher
+from server.rag.reading import SourceReader, load_reader_model, reader_directory
 from server.rag.service import RagService
 from server.rag.step import GroundingStep
 from server.reader_setup import open_reader_registry
@@ -174,6 +176,17 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
         if reader_dir
         else None
     )
+    watcher = (
+        ReaderWatcher(
+            settings.reader,
+            readers,
+            reader,
+            partial(load_reader_model, threads=settings.reader_threads),
+            metrics,
+        )
+        if reader is not None and settings.reader_reload_s > 0
+        else None
+    )
 
     sources = source_service(settings, retriever)
     worker = sync_worker(settings, retriever, control, metrics) if settings.worker else None
@@ -198,10 +211,17 @@ def build_app(settings: Settings, *, engine: EngineClient | None = None) -> Fast
                 "127.0.0.1 only. Set RAGDOCK_API_KEYS to serve other hosts."
             )
         collector = asyncio.create_task(_collect_forever(retriever, settings.freshness_grace_s))
+        reloads = (
+            asyncio.create_task(watcher.run_forever(settings.reader_reload_s))
+            if watcher is not None
+            else None
+        )
         try:
             yield
         finally:
             collector.cancel()
+            if reloads is not None:
+                reloads.cancel()
             if gauges is not None:
                 gauges.cancel()
             if worker is not None:

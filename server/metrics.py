@@ -106,6 +106,10 @@ class GatewayMetrics:
             "ragdock_reader_outcomes", "Grounded replies with a reader, by outcome and why.",
             ["collection", "mode", "outcome", "why"], registry=r,
         )  # fmt: skip
+        self.reader_reloads = Counter(
+            "ragdock_reader_reloads", "Readers a promotion or rollback brought in, by outcome "
+            "(loaded, failed: the old reader stays).", ["outcome"], registry=r,
+        )  # fmt: skip
         # Sources and sync jobs. The gauges are read from the control plane every few
         # seconds (`server.sources_api.service.SourceMetrics`), so every replica reports the
         # same values: alert on their max.

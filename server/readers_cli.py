@@ -3,7 +3,8 @@ reader registry, and read its audit log.
 
 It works on the control plane and the registry volume directly (the same settings as the
 gateway: RAGDOCK_HOME or RAGDOCK_ADAPTERS_DIR, RAGDOCK_DATABASE_URL), so it needs no running
-gateway; gateways load the reader `RAGDOCK_READER` names when they start. Whoever can run it
+gateway; gateways look up the reader `RAGDOCK_READER` names every `reader_reload_s` seconds
+and load it when it changed (`server/rag/reader_watch.py`). Whoever can run it
 holds the store's credentials, i.e. is the platform's operator: `--force` is allowed here, and
 audited under `local/<user>` like every change.
 """

@@ -70,6 +70,13 @@ def reader_directory(setting: str, registry: ReaderRegistry | None = None) -> Pa
     return path
 
 
+def load_reader_model(directory: Path, *, threads: int) -> SourceReaderModel:
+    """The trained reader in `directory`, loaded on the installed base (seconds of CPU)."""
+    from grounding.reader.reader import Reader
+
+    return Reader.load(directory, threads=threads)
+
+
 def _promoted(registry: ReaderRegistry, name: str) -> Path | None:
     try:
         version = registry.resolve(name, PROMOTED_ALIAS)
@@ -106,33 +113,61 @@ class Reading:
         )
 
 
+@dataclass(frozen=True)
+class LoadedReader:
+    """One loaded reader and its decision, swapped as a whole (a read sees one or the other)."""
+
+    model: SourceReaderModel
+    decision: DecisionModel
+    calibrated: bool
+    directory: Path | None
+
+    @classmethod
+    def of(cls, model: SourceReaderModel, directory: Path | None = None) -> LoadedReader:
+        fitted = model.decision_model()
+        return cls(model, fitted or UNCALIBRATED, fitted is not None, directory)
+
+
 class SourceReader:
     """Reads sources with the loaded reader and plans the reply.
 
     Args:
         reader: the loaded reader.
         metrics: where reading time is observed.
+        directory: where it was loaded from (what a reload compares against).
     """
 
-    def __init__(self, reader: SourceReaderModel, metrics: GatewayMetrics) -> None:
-        self.reader = reader
-        fitted = reader.decision_model()
-        self.decision = fitted or UNCALIBRATED
-        self.calibrated = fitted is not None
+    def __init__(
+        self, reader: SourceReaderModel, metrics: GatewayMetrics, directory: Path | None = None
+    ) -> None:
+        self.loaded = LoadedReader.of(reader, directory)
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader")
+
+    @property
+    def reader(self) -> SourceReaderModel:
+        return self.loaded.model
+
+    @property
+    def calibrated(self) -> bool:
+        return self.loaded.calibrated
+
+    @property
+    def directory(self) -> Path | None:
+        return self.loaded.directory
+
+    def swap(self, reader: SourceReaderModel, directory: Path) -> None:
+        """Serve `reader` from the next read on (one attribute store: a read in flight keeps
+        the reader it started with)."""
+        self.loaded = LoadedReader.of(reader, directory)
 
     @classmethod
     def load(cls, directory: Path, metrics: GatewayMetrics, *, threads: int) -> SourceReader:
         """Load a reader directory (seconds: the encoder is rebuilt and its weights checked)."""
-        from grounding.reader.reader import Reader
-
-        reader = Reader.load(directory, threads=threads)
-        loaded = cls(reader, metrics)
+        loaded = cls(load_reader_model(directory, threads=threads), metrics, directory)
         log.info(
-            "reader loaded from %s (%s, %s decision)",
+            "reader loaded from %s (%s decision)",
             directory,
-            reader.manifest.method,
             "calibrated" if loaded.calibrated else "uncalibrated: margin > 0",
         )
         return loaded
@@ -164,18 +199,20 @@ class SourceReader:
         from grounding.answerability import question_coverage
 
         started = time.perf_counter()
-        evidence = self.reader.evidence(question, texts)
+        loaded = self.loaded  # once: a swap mid-read does not mix two readers
+        evidence = loaded.model.evidence(question, texts)
         decided = plan(
             mode,
             evidence,
-            self.decision,
+            loaded.decision,
             top_similarity=top_similarity,
             question_coverage=question_coverage(question, texts),
             threshold=threshold,
         )
+        calibrated = loaded.calibrated
         seconds = time.perf_counter() - started
         self._metrics.reader_latency.observe(seconds)
-        return Reading(evidence, decided, self.calibrated, seconds)
+        return Reading(evidence, decided, calibrated, seconds)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -199,3 +199,50 @@ def test_the_promoted_copy_loads_as_the_gateway_loads_it(readers: ReaderRegistry
         assert "8000" in evidence.text
     finally:
         loaded.close()
+
+
+def test_a_promotion_or_rollback_reaches_a_running_gateway_and_a_bad_reader_never_does(
+    readers: ReaderRegistry,
+) -> None:
+    from grounding.policy import SourceReaderModel
+    from grounding.reader.reader import ReaderLoadError
+    from server.metrics import GatewayMetrics
+    from server.rag.reader_watch import ReaderWatcher
+    from server.rag.reading import SourceReader
+    from tests.fakes.reader import PhraseReader
+
+    first = readers.push(SHIPPED_READER, actor="t")
+    readers.promote(DEFAULT_READER, first.version, "prod", actor="t")
+    broken: set[Path] = set()
+    loads: list[Path] = []
+
+    def load(directory: Path) -> SourceReaderModel:
+        loads.append(directory)
+        if directory in broken:
+            raise ReaderLoadError(f"{directory} was modified")
+        return PhraseReader([directory.name])
+
+    metrics = GatewayMetrics()
+    serving = SourceReader(PhraseReader([first.version]), metrics, first.path)
+    watcher = ReaderWatcher("auto", readers, serving, load, metrics)
+    assert watcher.check() is None and loads == []  # nothing changed: nothing loaded
+
+    second = readers.push(SHIPPED_READER, actor="t")
+    readers.promote(DEFAULT_READER, second.version, "prod", actor="t")
+    before = serving.loaded
+    assert watcher.check() == second.path
+    assert serving.directory == second.path and serving.reader is not before.model
+    assert before.directory == first.path  # a read that took the old state keeps it whole
+
+    readers.rollback(DEFAULT_READER, "prod", actor="t")
+    assert watcher.check() == first.path and serving.directory == first.path
+
+    third = readers.push(SHIPPED_READER, actor="t")
+    broken.add(third.path)
+    readers.promote(DEFAULT_READER, third.version, "prod", actor="t")
+    assert watcher.check() is None and serving.directory == first.path  # the old one serves
+    attempts = len(loads)
+    assert watcher.check() is None and len(loads) == attempts  # and it is not retried
+    assert metrics.reader_reloads.labels(outcome="loaded")._value.get() == 2
+    assert metrics.reader_reloads.labels(outcome="failed")._value.get() == 1
+    serving.close()
