@@ -104,6 +104,7 @@ def test_alerts_cover_the_failure_modes_and_are_documented() -> None:
         "RagdockEngineDown", "RagdockHighErrorRate", "RagdockHighLatencyP95",
         "RagdockAbstentionSpike", "RagdockAdapterLoadFailures", "RagdockRetrievalErrors",
         "RagdockQdrantDown", "RagdockSourceJobStuck", "RagdockSourceStale",
+        "RagdockReaderReloadFailures",
     }  # fmt: skip
     readme = (DEPLOY / "README.md").read_text()
     tested = (PROMETHEUS / "alerts_test.yml").read_text()
