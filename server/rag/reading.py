@@ -63,7 +63,7 @@ def reader_directory(setting: str, registry: ReaderRegistry | None = None) -> Pa
                 f"RAGDOCK_READER={setting}: no reader registry to look it up in", param="reader"
             )
         version = registry.resolve(ref[1], ref[2])
-        log.info("reader %s is %s", setting, version.ref)
+        log.debug("reader %s is %s", setting, version.ref)  # looked up every reload interval
         return version.path
     if not (path / "manifest.json").is_file():
         raise FileNotFoundError(f"RAGDOCK_READER={setting}: no reader manifest.json there")
@@ -82,7 +82,7 @@ def _promoted(registry: ReaderRegistry, name: str) -> Path | None:
         version = registry.resolve(name, PROMOTED_ALIAS)
     except ReaderNotFoundError:
         return None
-    log.info("reader auto is %s (%s@%s)", version.ref, name, PROMOTED_ALIAS)
+    log.debug("reader auto is %s (%s@%s)", version.ref, name, PROMOTED_ALIAS)
     return version.path
 
 
