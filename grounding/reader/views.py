@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The chunker's rule, so a table here is one the chunker repeated the header of.
+from retrieval.chunking.pack import is_table_separator
+
 # A chunk whose tables hold more rows than this is read whole. Each row view repeats the question
 # and the column names, so a chunk read row by row costs a few times its tokens: 16 rows of a
 # 256-token chunk are about 16 windows of ~40 tokens, against one of 256 read whole.
@@ -65,6 +68,8 @@ def reading_views(chunk: str, *, max_rows: int = MAX_ROWS) -> list[View]:
     whole. Otherwise: its lines outside tables as one view (when they hold text), then one view
     per body row of each table.
     """
+    if "|" not in chunk:  # most chunks: no line scan on the reader's hot path
+        return [whole(chunk)]
     lines = _lines(chunk)
     tables = _tables(chunk, lines)
     if not tables or sum(len(rows) for _, rows in tables) > max_rows:
@@ -94,18 +99,12 @@ def _is_row(text: str, span: tuple[int, int]) -> bool:
     return "|" in text[span[0] : span[1]].replace("\\|", "")
 
 
-def _is_separator(text: str, span: tuple[int, int]) -> bool:
-    """`|---|:--:|`: every cell is dashes, with colons for alignment."""
-    cells = [text[a:b] for a, b in _cells(text, *span)]
-    return bool(cells) and all(set(c) <= set("-:") and "-" in c for c in cells)
-
-
 def _tables(text: str, lines: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
     """(header line, body lines) of every markdown table, by line index: a row line followed by
     a separator line, then the row lines after it (a table without body rows is none)."""
     tables, i = [], 0
     while i + 1 < len(lines):
-        if _is_row(text, lines[i]) and _is_separator(text, lines[i + 1]):
+        if _is_row(text, lines[i]) and is_table_separator(text[slice(*lines[i + 1])]):
             body = i + 2
             while body < len(lines) and _is_row(text, lines[body]):
                 body += 1
