@@ -5,6 +5,9 @@ holding one markdown table of ROWS rows (the table's rows read as one view each,
 read whole as before `grounding/reader/views.py`). Reads alternate between the two ways, so
 machine noise hits both alike; medians over `--reps`.
 
+A second table shows what the reader picks in a two-row pump table, read whole and row by row,
+for each row's question and for a pump the table does not list (span and margin).
+
 Run: python -m eval.perf.reader_tables [--rows 4,16] [--reps 9] [--threads 2]
 """
 
@@ -28,6 +31,13 @@ PROSE = (
     "team, who log the run time and the fuel level and report any fault to the duty manager "
     "before noon. Visitor badges expire after twelve hours and are returned at reception."
 )
+
+
+PUMPS = (
+    "| Pump | Service interval | Owner |\n| --- | --- | --- |\n"
+    "| P-101 | every 90 days | facilities |\n| P-205 | every 30 days | operations |"
+)
+PUMP_QUESTIONS = [f"How often is pump {p} serviced?" for p in ("P-101", "P-205", "P-300")]
 
 
 def table(rows: int) -> str:
@@ -65,7 +75,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         whole, rows = statistics.median(times["whole"]), statistics.median(times["rows"])
         result.add_row(label, str(count), f"{whole:.3f}", f"{rows:.3f}", f"{rows / whole:.2f}")
         summary.append(f"{label}: by row / whole p50 {rows / whole:.2f}")
+    columns = ["question", "whole", "by row"]
+    picks = results_table("what the reader picks (two-row pump table)", columns)
+    for question in PUMP_QUESTIONS:
+        cells = []
+        for limit in (0, views.MAX_ROWS):
+            reader.max_table_rows = limit
+            (read,) = reader.read(question, [PUMPS])
+            cells.append(f"{read.text!r} ({read.margin:+.2f})")
+        picks.add_row(question, *cells)
     print_results(console, result, "float32", summary=summary)
+    console.print(picks)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """What the reader reads of a chunk: the chunk itself, or, where it holds a markdown table, its
 prose and one view per table row written as "Header: cell. Header: cell."
 
-Why: the reader was trained on prose. Given a table whole, it cannot tell rows apart: asked how
-often pump P-101 is serviced, it picks the other row's "every 30 days" (measured 2026-12-02 on
-the shipped reader: margin -4.0 for the wrong row's cell). Read one row at a time, with the
-column names beside the cells, it picks the right row's cell (margin +0.5 against -2.1 for the
-other row) and answers neither row for a pump the table does not list. HTML tables reach here as
+Why: the reader was trained on prose. Given a two-row table whole, it gives every row's
+question a margin far below zero (-5.9 to -6.2), and with a heading line above the table it
+took the other row's cell. Read one row at a time, with the column names beside the cells, it
+picks the asked row's cell at margins +0.5 and +0.7 (`python -m eval.perf.reader_tables`
+prints both ways). It still cannot tell a pump the table lacks: that question also gets a row's
+cell, at +0.1, which the calibrated decision has to refuse. HTML tables reach here as
 markdown tables (`retrieval/extract.py`), and the chunker repeats a table's header row in every
 piece of a split table, so each chunk's rows have their header.
 

@@ -37,11 +37,12 @@ BADGES = (
 )
 GENERATOR = "The emergency generator is tested on the first Monday of each month."
 # (question, words the answer must hold, the document that states it). Not yet here: "How often
-# is pump P-101 serviced?", whose fact is a row of the markdown table. The reader now reads the
-# table row by row and picks that row's "every 90 days" (margin +0.5; read whole, it took the
-# other row's "30 days"), but the decision, fitted on SQuAD where the top similarity weighs most,
-# gives 0.56 against its 0.618 threshold (measured 2026-12-02), and the same question about a pump
-# the table lacks scores about the same (0.55): lowering the threshold would invent for it.
+# is pump P-101 serviced?", whose fact is a row of the markdown table. The reader reads the
+# table row by row and picks that row's "every 90 days" (margin +0.54; `python -m
+# eval.perf.reader_tables`), but the decision, fitted on SQuAD where the top similarity weighs
+# most, gave it 0.56 against its 0.618 threshold here (2026-12-02). The near miss below, about a
+# pump the table lacks, gets a row's cell at margin +0.10, nearly as high: lowering the
+# threshold would invent for it.
 FACTS = [
     ("When does the badge office open?", "8:30", "badges"),
     ("When do visitor badges expire?", "12 hours", "badges"),
